@@ -1,0 +1,94 @@
+"""Writing videos as mp4 (H.264 through PyAV) or gif (Pillow), atomically, and reading them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def to_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``[3, f, h, w]`` floats in ``[0, 1]`` -> ``[f, h, w, 3]`` uint8 (uint8 input passes)."""
+    if isinstance(video, np.ndarray) and video.dtype == np.uint8:
+        return video
+    if isinstance(video, np.ndarray):
+        video = torch.from_numpy(video)
+    if video.ndim != 4 or video.shape[0] != 3:
+        raise ValueError(f"expected a video [3, f, h, w], got shape {tuple(video.shape)}")
+    frames = (video.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return frames.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def check_output_path(path: str | Path, overwrite: bool) -> Path:
+    """Refuse to replace an existing file unless ``overwrite``; check the suffix."""
+    path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"output {path} must end in {' or '.join(VIDEO_SUFFIXES)}")
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder, not a file name")
+    return path
+
+
+def write_video(path: str | Path, video, fps: int = 8) -> Path:
+    """Write ``video`` (``[3, f, h, w]`` in ``[0, 1]`` or ``[f, h, w, 3]`` uint8) to ``path``;
+    the format follows the suffix. The file appears only once complete."""
+    path = Path(path)
+    frames = to_uint8_frames(video)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
+    try:
+        if path.suffix.lower() == ".gif":
+            _write_gif(tmp, frames, fps)
+        elif path.suffix.lower() == ".mp4":
+            _write_mp4(tmp, frames, fps)
+        else:
+            raise UserError(f"cannot write {path.suffix!r} videos; use .mp4 or .gif")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    f, h, w, _ = frames.shape
+    # yuv420p needs even sides: pad by repeating the last row / column
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "17", "preset": "medium"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: int) -> None:
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+    )
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """All frames of a video file as ``[f, h, w, 3]`` uint8."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"video {path} does not exist")
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    if not frames:
+        raise UserError(f"{path} holds no video frames")
+    return np.stack(frames)

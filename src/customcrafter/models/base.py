@@ -1,0 +1,171 @@
+"""The small interface every base video diffusion model implements.
+
+A backend owns the frozen pieces (UNet, VAE, text encoder and tokenizer, noise schedule) and
+knows the few things that differ between model families: how text becomes a context, how a
+video becomes latents, how noise is added during training and which sampler to use. The
+subject module, the training loop and the pipeline talk to nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The base model's own sampling settings."""
+
+    num_frames: int
+    height: int
+    width: int
+    fps: int = 8
+    num_inference_steps: int = 50
+    guidance_scale: float = 12.0
+    eta: float = 0.0
+    negative_prompt: str = ""
+
+
+class BaseVideoModel(ABC):
+    """A frozen text-to-video latent diffusion model.
+
+    Tensor conventions: videos are ``[b, 3, f, h, w]`` in ``[-1, 1]``; latents are
+    ``[b, c, f, h / s, w / s]`` already multiplied by the VAE scale factor; contexts are
+    ``[b, L, d]``; timesteps are integer tensors ``[b]``.
+    """
+
+    #: identifier recorded in subject module files (hub id, folder, or ``tiny``)
+    name: str
+    unet: nn.Module
+    vae: nn.Module
+    text_encoder: nn.Module
+    tokenizer: Any
+    defaults: ModelDefaults
+    #: spatial down-sampling factor of the VAE
+    vae_scale_factor: int = 8
+    #: regex matching the module path of every *spatial* transformer block; the subject
+    #: module's targets are the attention layers (attn1 / attn2) inside these blocks
+    spatial_block_pattern: str = ""
+
+    # --- text ---------------------------------------------------------------------------
+    @property
+    def max_text_length(self) -> int:
+        return int(self.tokenizer.model_max_length)
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        """Token ids ``[b, L]`` padded to the encoder's context length."""
+        out = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.max_text_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return out.input_ids
+
+    @abstractmethod
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Context ``[b, L, d]`` for the UNet's cross-attention."""
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenize(prompts).to(self.device)
+        return self.encode_text(ids)
+
+    def token_embedding(self) -> nn.Embedding:
+        """The text encoder's token embedding table (new subject tokens extend it)."""
+        return self.text_encoder.get_input_embeddings()
+
+    def set_token_embedding(self, module: nn.Module) -> None:
+        self.text_encoder.set_input_embeddings(module)
+
+    # --- video <-> latents ----------------------------------------------------------------
+    @abstractmethod
+    def encode_video(
+        self, video: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Sampled, scaled latents ``[b, c, f, h/s, w/s]`` of ``video`` ``[b, 3, f, h, w]``."""
+
+    @abstractmethod
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents."""
+
+    # --- denoiser ------------------------------------------------------------------------
+    @abstractmethod
+    def predict(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, fps: int
+    ) -> torch.Tensor:
+        """One UNet call: the raw model output (eps or v, see ``prediction_type``)."""
+
+    # --- noise schedule ------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def num_train_timesteps(self) -> int: ...
+
+    @abstractmethod
+    def add_noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """Forward diffusion ``x_t`` as the base model was trained with it."""
+
+    @abstractmethod
+    def training_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """What ``predict`` should output for ``add_noise(x0, noise, t)``."""
+
+    @abstractmethod
+    def make_sampler(self):
+        """A fresh DDIM-style sampler with ``set_timesteps(n)``, ``.timesteps`` and
+        ``step(model_output, t, sample, eta=..., generator=...)`` returning ``.prev_sample``."""
+
+    # --- housekeeping ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if kwargs:
+            for module in (self.unet, self.vae, self.text_encoder):
+                module.to(**kwargs)
+        return self
+
+    def freeze(self) -> None:
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.requires_grad_(False)
+            module.eval()
+
+    def spatial_blocks(self) -> list[str]:
+        """Module paths of the spatial transformer blocks, in model order."""
+        pattern = re.compile(self.spatial_block_pattern)
+        return [name for name, _ in self.unet.named_modules() if pattern.fullmatch(name)]
+
+    def architecture_fingerprint(self) -> str:
+        """Hash of the UNet's and text encoder's parameter names and shapes (not values)."""
+        h = hashlib.sha256()
+        for prefix, module in (("unet", self.unet), ("text", self.text_encoder)):
+            for key, tensor in module.state_dict().items():
+                if "lora_" in key or "new_embeddings" in key:
+                    continue  # an injected subject module is not part of the base
+                key = key.replace(".base_layer.", ".")
+                h.update(f"{prefix}.{key}:{tuple(tensor.shape)};".encode())
+        return h.hexdigest()[:16]
+
+    def weights_fingerprint(self) -> str:
+        """Hash of a few weight values: tells same-architecture models apart (ModelScope vs
+        Zeroscope) without reading every tensor."""
+        h = hashlib.sha256()
+        params = [p for n, p in self.unet.named_parameters() if "lora_" not in n]
+        for p in (params[0], params[len(params) // 2], params[-1]):
+            h.update(p.detach().float().cpu().flatten()[:256].numpy().tobytes())
+        return h.hexdigest()[:16]

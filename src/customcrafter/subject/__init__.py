@@ -1,0 +1,26 @@
+"""The Spatial Subject Learning Module: which layers, LoRA via peft, the new tokens, files."""
+
+from .module import (
+    SUBJECT_FILENAME,
+    SpatialSubjectModule,
+    SubjectMetadata,
+    check_compatible,
+    read_metadata,
+    resolve_subject_path,
+)
+from .targets import TARGET_PRESETS, resolve_targets
+from .tokens import find_tokens, initializer_words, strip_tokens
+
+__all__ = [
+    "SUBJECT_FILENAME",
+    "TARGET_PRESETS",
+    "SpatialSubjectModule",
+    "SubjectMetadata",
+    "check_compatible",
+    "find_tokens",
+    "initializer_words",
+    "read_metadata",
+    "resolve_subject_path",
+    "resolve_targets",
+    "strip_tokens",
+]

@@ -1,0 +1,283 @@
+"""The Spatial Subject Learning Module: peft LoRA on the spatial attention layers of a frozen
+base model plus the embeddings of the new subject tokens, saved as one safetensors file.
+
+The file holds ``<target>.lora_A.weight`` ``[r, in]`` and ``<target>.lora_B.weight``
+``[out, r]`` for every target, ``token_embeddings`` ``[n_tokens, d]``, and JSON metadata
+(``customcrafter`` entry) naming the base model, its architecture fingerprint, the targets,
+the rank, the tokens with their initializer words and the training settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import UserError
+from ..models.base import BaseVideoModel
+from .targets import resolve_targets
+from .tokens import SubjectTokenEmbedding, add_tokens, word_embedding
+
+ADAPTER = "subject"
+FORMAT_VERSION = 1
+SUBJECT_FILENAME = "subject.safetensors"
+
+
+@dataclass
+class SubjectMetadata:
+    """What a subject module file says about itself."""
+
+    base_model: str
+    architecture_fingerprint: str
+    weights_fingerprint: str
+    target_preset: str
+    targets: list[str]
+    rank: int
+    lora_alpha: float
+    tokens: list[str]
+    initializer_words: dict[str, str]
+    training: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def resolve_subject_path(path: str | Path) -> Path:
+    """Accept the training output folder or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUBJECT_FILENAME
+    if not path.is_file():
+        raise UserError(f"no subject module at {path}: give the training output folder or its {SUBJECT_FILENAME}")
+    return path
+
+
+def read_metadata(path: str | Path) -> SubjectMetadata:
+    path = resolve_subject_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("customcrafter")
+    except Exception as exc:  # noqa: BLE001 - a damaged file is the user's to replace
+        raise UserError(f"{path} is not a readable safetensors file: {exc}") from exc
+    if raw is None:
+        raise UserError(f"{path} is a safetensors file but not a CustomCrafter subject module")
+    data = json.loads(raw)
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer CustomCrafter; upgrade to load it")
+    return SubjectMetadata(**data)
+
+
+class SpatialSubjectModule:
+    """LoRA (rank ``r``, peft) on the spatial attention projections of ``model.unet`` plus
+    trainable embeddings for the subject tokens.
+
+    Create one for training with :meth:`create`, or load a trained one with :meth:`load`.
+    """
+
+    def __init__(self, model: BaseVideoModel, metadata: SubjectMetadata, embedding: SubjectTokenEmbedding):
+        self.model = model
+        self.metadata = metadata
+        self.embedding = embedding
+        modules = dict(model.unet.named_modules())
+        self.layers: dict[str, nn.Module] = {name: modules[name] for name in metadata.targets}
+        for param in self.parameters():
+            param.requires_grad_(True)
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        model: BaseVideoModel,
+        initializer_words: dict[str, str],
+        preset: str = "spatial-qkv",
+        override: list[str] | None = None,
+        rank: int = 4,
+    ) -> SpatialSubjectModule:
+        """Inject a fresh module: LoRA A ~ N(0, 1/rank), B = 0 (so it starts as a no-op), and
+        each token's embedding initialised from its initializer word."""
+        targets = resolve_targets(model, preset, override)
+        metadata = SubjectMetadata(
+            base_model=model.name,
+            architecture_fingerprint=model.architecture_fingerprint(),
+            weights_fingerprint=model.weights_fingerprint(),
+            target_preset="custom" if override else preset,
+            targets=targets,
+            rank=rank,
+            lora_alpha=float(rank),
+            tokens=list(initializer_words),
+            initializer_words=dict(initializer_words),
+        )
+        _inject_lora(model, metadata)
+        table = _unwrapped_embedding(model)
+        ids = add_tokens(model.tokenizer, metadata.tokens)
+        init = torch.stack([word_embedding(model.tokenizer, table, w) for w in initializer_words.values()])
+        embedding = SubjectTokenEmbedding(table, ids, init.float())
+        model.set_token_embedding(embedding)
+        return cls(model, metadata, embedding)
+
+    @classmethod
+    def load(cls, path: str | Path, model: BaseVideoModel, strict: bool = True) -> SpatialSubjectModule:
+        """Load a subject module file onto ``model``.
+
+        Raises ``UserError`` naming the mismatch when the file was trained on another base
+        model (architecture, or weights with ``strict``).
+        """
+        path = resolve_subject_path(path)
+        metadata = read_metadata(path)
+        check_compatible(metadata, model, strict=strict)
+        _inject_lora(model, metadata)
+        table = _unwrapped_embedding(model)
+        ids = add_tokens(model.tokenizer, metadata.tokens)
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        embedding = SubjectTokenEmbedding(table, ids, tensors.pop("token_embeddings").float())
+        model.set_token_embedding(embedding)
+        module = cls(model, metadata, embedding)
+        module.load_lora_state_dict(tensors)
+        return module
+
+    # --- parameters ------------------------------------------------------------------------
+    def lora_parameters(self) -> list[nn.Parameter]:
+        params = []
+        for layer in self.layers.values():
+            params += [layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight]
+        return params
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Everything training updates: the LoRA matrices and the new token embeddings."""
+        return [*self.lora_parameters(), self.embedding.new_embeddings]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, layer in self.layers.items():
+            out[f"{name}.lora_A.weight"] = layer.lora_A[ADAPTER].weight.detach()
+            out[f"{name}.lora_B.weight"] = layer.lora_B[ADAPTER].weight.detach()
+        out["token_embeddings"] = self.embedding.new_embeddings.detach()
+        return out
+
+    def load_lora_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        tensors = dict(tensors)
+        if "token_embeddings" in tensors:
+            with torch.no_grad():
+                self.embedding.new_embeddings.copy_(tensors.pop("token_embeddings"))
+        expected = {f"{n}.lora_{ab}.weight" for n in self.layers for ab in "AB"}
+        if set(tensors) != expected:
+            missing = sorted(expected - set(tensors))[:3]
+            extra = sorted(set(tensors) - expected)[:3]
+            raise UserError(f"subject module tensors do not match its targets (missing {missing}, unexpected {extra})")
+        with torch.no_grad():
+            for name, layer in self.layers.items():
+                for ab, holder in (("A", layer.lora_A[ADAPTER]), ("B", layer.lora_B[ADAPTER])):
+                    value = tensors[f"{name}.lora_{ab}.weight"]
+                    if value.shape != holder.weight.shape:
+                        raise UserError(f"{name}.lora_{ab}: shape {tuple(value.shape)} in the file, {tuple(holder.weight.shape)} in the model")
+                    holder.weight.copy_(value)
+
+    def save(self, path: str | Path, training: dict[str, Any] | None = None) -> Path:
+        """Write the module (tensors in float32 on the CPU) atomically to ``path``."""
+        path = Path(path)
+        if training is not None:
+            self.metadata.training = training
+        tensors = {k: v.float().cpu().contiguous() for k, v in self.state_dict().items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"customcrafter": json.dumps(asdict(self.metadata))})
+        os.replace(tmp, path)
+        return path
+
+    # --- the weight the module contributes ---------------------------------------------------
+    def set_scale(self, weight: float) -> None:
+        """Run the LoRA branches unmerged at ``weight`` (training and reference sampling)."""
+        for layer in self.layers.values():
+            layer.set_scale(ADAPTER, weight)
+
+    @contextmanager
+    def folded(self):
+        """Sample with the LoRA folded into the base weights; yields a :class:`FoldedWeights`
+        whose ``set(w)`` makes each layer compute ``W0 + w * B A`` at plain-Linear cost. The
+        exact base weights are restored on exit, whatever happens inside."""
+        folded = FoldedWeights(self)
+        try:
+            yield folded
+        finally:
+            folded.restore()
+
+
+class FoldedWeights:
+    """The LoRA delta folded into the targets' base weights at one weight at a time."""
+
+    def __init__(self, module: SpatialSubjectModule):
+        self.layers = list(module.layers.values())
+        self.scalings = [layer.lora_alpha[ADAPTER] / layer.r[ADAPTER] for layer in self.layers]
+        self.originals = [layer.base_layer.weight.detach().clone() for layer in self.layers]
+        for layer in self.layers:
+            layer.enable_adapters(False)
+        self.weight = 0.0
+
+    @torch.no_grad()
+    def set(self, weight: float) -> None:
+        if weight == self.weight:
+            return
+        for layer, w0, scaling in zip(self.layers, self.originals, self.scalings, strict=True):
+            target = layer.base_layer.weight
+            if weight == 0.0:
+                target.copy_(w0)
+                continue
+            a = layer.lora_A[ADAPTER].weight.float()
+            b = layer.lora_B[ADAPTER].weight.float()
+            target.copy_((w0.float() + (weight * scaling) * (b @ a)).to(target.dtype))
+        self.weight = weight
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for layer, w0 in zip(self.layers, self.originals, strict=True):
+            layer.base_layer.weight.copy_(w0)
+            layer.enable_adapters(True)
+        self.weight = 0.0
+
+
+def check_compatible(metadata: SubjectMetadata, model: BaseVideoModel, strict: bool = True) -> None:
+    """Raise ``UserError`` naming how ``model`` differs from the base the module was trained on."""
+    problems = []
+    if metadata.architecture_fingerprint != model.architecture_fingerprint():
+        modules = dict(model.unet.named_modules())
+        missing = [t for t in metadata.targets if t not in modules]
+        detail = f"; {len(missing)} of its {len(metadata.targets)} target layers do not exist there (e.g. {missing[0]})" if missing else ""
+        problems.append(
+            f"its architecture differs (fingerprint {metadata.architecture_fingerprint} in the file, "
+            f"{model.architecture_fingerprint()} for the loaded model{detail})"
+        )
+    elif strict and metadata.weights_fingerprint != model.weights_fingerprint():
+        problems.append("it has the same architecture but different weights")
+    if problems:
+        raise UserError(
+            f"this subject module was trained on base model {metadata.base_model!r}, "
+            f"but the loaded base model {model.name!r} does not match: {'; '.join(problems)}. "
+            f"Pass --base {metadata.base_model} (or the same model's folder)."
+        )
+
+
+def _inject_lora(model: BaseVideoModel, metadata: SubjectMetadata) -> None:
+    config = LoraConfig(
+        r=metadata.rank,
+        lora_alpha=metadata.lora_alpha,
+        target_modules=metadata.targets,
+        init_lora_weights="gaussian",  # A ~ N(0, 1/r), B = 0, as in the authors' code
+        lora_dropout=0.0,
+    )
+    if any(hasattr(m, "lora_A") for m in model.unet.modules()):
+        raise UserError("this base model already carries a subject module; load a fresh base model")
+    inject_adapter_in_model(config, model.unet, adapter_name=ADAPTER)
+    model.unet.requires_grad_(False)
+
+
+def _unwrapped_embedding(model: BaseVideoModel) -> nn.Embedding:
+    table = model.token_embedding()
+    return table.base if isinstance(table, SubjectTokenEmbedding) else table

@@ -1,0 +1,170 @@
+"""Training data: subject photos become static clips with captions and loss masks.
+
+Each image is center-cropped to the model's aspect ratio, resized, optionally augmented as
+Custom Diffusion and the authors do (random rescale with a matching caption prefix and a
+loss mask over the image area, horizontal flip), then repeated into an ``N``-frame clip.
+All randomness comes from a ``numpy.random.Generator`` the caller seeds, so a batch is a
+pure function of (seed, step): resuming training replays exactly the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import UserError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+# the authors' caption templates for a subject phrase such as "<new1> dog"
+CAPTION_TEMPLATES = ("video of a {}", "{}", "a static video of a {}", "a {}")
+SMALL_PREFIXES = ("a far away ", "very small ")
+LARGE_PREFIXES = ("zoomed in ", "close up ")
+
+
+def list_images(folder: str | Path, what: str = "image") -> list[Path]:
+    """Readable image files in ``folder``, sorted; non-images are skipped with a warning."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"{what} folder {folder} does not exist")
+    if not folder.is_dir():
+        raise UserError(f"{what} folder {folder} is not a folder")
+    images = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        try:
+            with Image.open(path) as img:
+                img.verify()
+            images.append(path)
+        except (UnidentifiedImageError, OSError):
+            logger.warning("skipping %s: not an image file", path)
+    if not images:
+        raise UserError(
+            f"{what} folder {folder} holds no images (jpg, png or webp); put 3 to 10 photos of the subject there"
+        )
+    return images
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """An RGB image with its EXIF orientation applied."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        return img.convert("RGB")
+
+
+def center_crop_resize(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Crop the largest centered region with the target aspect ratio, then resize."""
+    w, h = img.size
+    scale = min(w / width, h / height)
+    cw, ch = round(width * scale), round(height * scale)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.crop((left, top, left + cw, top + ch)).resize((width, height), Image.BICUBIC)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """``[3, h, w]`` float in ``[-1, 1]``."""
+    array = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def augment(
+    img: Image.Image, prompt: str, rng: np.random.Generator, latent_factor: int
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Custom Diffusion's rescale augmentation on an image already at the target size.
+
+    With probability 2/3 the subject is shrunk to 30-100 % of the frame; below 60 % it is
+    pasted at a random place on black, the caption gets "a far away" / "very small" and the
+    loss mask covers only the pasted area. Otherwise it is enlarged to 120-140 % and a random
+    crop taken ("zoomed in" / "close up"). Returns the image ``[3, h, w]``, the mask
+    ``[h / latent_factor, w / latent_factor]`` and the caption.
+    """
+    width, height = img.size
+    lh, lw = height // latent_factor, width // latent_factor
+    mask = torch.ones(lh, lw)
+    factor = rng.integers(3, 11) / 10 if rng.integers(0, 3) < 2 else rng.integers(12, 15) / 10
+    new_h = max(2, int(factor * height) // 2 * 2)
+    new_w = max(2, int(new_h * width / height) // 2 * 2)
+    if new_h < 0.6 * height:
+        prompt = SMALL_PREFIXES[rng.integers(0, 2)] + prompt
+        x = int(rng.integers(0, width - new_w + 1))
+        y = int(rng.integers(0, height - new_h + 1))
+        canvas = Image.new("RGB", (width, height))
+        canvas.paste(img.resize((new_w, new_h), Image.BICUBIC), (x, y))
+        img = canvas
+        mask = torch.zeros(lh, lw)
+        mask[y // latent_factor : (y + new_h) // latent_factor, x // latent_factor : (x + new_w) // latent_factor] = 1
+    elif new_h > height:
+        prompt = LARGE_PREFIXES[rng.integers(0, 2)] + prompt
+        x = int(rng.integers(0, new_w - width + 1))
+        y = int(rng.integers(0, new_h - height + 1))
+        img = img.resize((new_w, new_h), Image.BICUBIC).crop((x, y, x + width, y + height))
+    return to_tensor(img), mask, prompt
+
+
+def subject_phrase(instance_prompt: str, tokens: list[str]) -> str:
+    """The part of the prompt from the first new token through the word after the last one:
+    ``"video of a <new1> dog"`` -> ``"<new1> dog"``; captions are built around it."""
+    start = min(instance_prompt.index(t) for t in tokens)
+    last = max(tokens, key=lambda t: instance_prompt.rindex(t))
+    end = instance_prompt.rindex(last) + len(last)
+    rest = instance_prompt[end:].split()
+    return (instance_prompt[start:end] + (" " + rest[0] if rest else "")).strip(" .,")
+
+
+@dataclass
+class StaticClipBatch:
+    """``pixels`` ``[b, 3, f, h, w]`` in ``[-1, 1]``, ``masks`` ``[b, 1, f, h/s, w/s]``,
+    ``prompts`` ``b`` captions."""
+
+    pixels: torch.Tensor
+    masks: torch.Tensor
+    prompts: list[str]
+
+
+class SubjectImages:
+    """The subject's photos (and optionally class photos) ready to become training clips."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        height: int,
+        width: int,
+        num_frames: int,
+        latent_factor: int,
+        prompt: str,
+        templates: tuple[str, ...] | None = None,
+        augment: bool = False,
+    ):
+        self.images = [center_crop_resize(load_image(p), height, width) for p in paths]
+        self.height, self.width = height, width
+        self.num_frames = num_frames
+        self.latent_factor = latent_factor
+        self.prompt = prompt
+        self.templates = templates
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> StaticClipBatch:
+        pixels, masks, prompts = [], [], []
+        for _ in range(batch_size):
+            img = self.images[rng.integers(0, len(self.images))]
+            prompt = self.templates[rng.integers(0, len(self.templates))].format(self.prompt) if self.templates else self.prompt
+            if self.augment:
+                if rng.random() < 0.5:
+                    img = img.transpose(Image.FLIP_LEFT_RIGHT)
+                image, mask, prompt = augment(img, prompt, rng, self.latent_factor)
+            else:
+                image = to_tensor(img)
+                mask = torch.ones(self.height // self.latent_factor, self.width // self.latent_factor)
+            pixels.append(image.unsqueeze(1).expand(-1, self.num_frames, -1, -1))
+            masks.append(mask.expand(1, self.num_frames, -1, -1))
+            prompts.append(prompt)
+        return StaticClipBatch(torch.stack(pixels), torch.stack(masks), prompts)

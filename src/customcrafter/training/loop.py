@@ -1,0 +1,272 @@
+"""Learning a subject: the training loop, readable top to bottom.
+
+instance photos -> static clips -> noise-prediction loss (masked to the image area) plus
+``prior_loss_weight`` times the same loss on class clips -> AdamW on the LoRA and the new
+token embeddings only. accelerate handles devices, mixed precision, gradient accumulation and
+multi-GPU (``accelerate launch``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig, config_to_dict
+from ..errors import UserError
+from ..models import load_base_model
+from ..models.base import BaseVideoModel
+from ..subject import SUBJECT_FILENAME, SpatialSubjectModule, find_tokens, initializer_words
+from .checkpoint import CHECKPOINT_DIR, find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .class_images import class_image_dir, ensure_class_images
+from .data import CAPTION_TEMPLATES, StaticClipBatch, SubjectImages, list_images, subject_phrase
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(UserError):
+    """Ctrl-C during training; the message says how to resume."""
+
+    exit_code = 130
+
+
+class SubjectDenoiser(nn.Module):
+    """Text encoder + UNet as one module, so accelerate (and DDP) sees every trainable
+    parameter: ``forward(noisy [b,c,f,h,w], t [b], input_ids [b,L]) -> model output``."""
+
+    def __init__(self, model: BaseVideoModel):
+        super().__init__()
+        self.unet = model.unet
+        self.text_encoder = model.text_encoder
+        self._model = model
+
+    def forward(self, noisy, timesteps, input_ids, fps: int):
+        context = self._model.encode_text(input_ids)
+        return self._model.predict(noisy, timesteps, context.to(noisy.dtype), fps)
+
+
+def _detach_first_token(module, inputs, output):
+    return torch.cat([output[:, :1].detach(), output[:, 1:]], dim=1)
+
+
+def detach_start_token(model: BaseVideoModel) -> list:
+    """As Custom Diffusion and the authors do: no gradient through the cross-attention keys
+    and values of the start token. Returns the hook handles."""
+    modules = dict(model.unet.named_modules())
+    handles = []
+    for block in model.spatial_blocks():
+        for proj in ("to_k", "to_v"):
+            handles.append(modules[f"{block}.attn2.{proj}"].register_forward_hook(_detach_first_token))
+    return handles
+
+
+def _prepare_output_dir(out: Path, config: TrainConfig) -> None:
+    has_results = (out / SUBJECT_FILENAME).exists() or bool(list_checkpoints(out))
+    if has_results and not config.resume_from_checkpoint:
+        if not config.overwrite:
+            raise UserError(
+                f"{out} already holds a trained subject or checkpoints; pass "
+                "--resume-from-checkpoint latest to continue, or --overwrite to start over"
+            )
+        (out / SUBJECT_FILENAME).unlink(missing_ok=True)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def compute_loss(
+    model: BaseVideoModel,
+    denoiser: nn.Module,
+    instance: StaticClipBatch,
+    prior: StaticClipBatch | None,
+    generator: torch.Generator,
+    config: TrainConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Noise-prediction loss on instance clips (masked to the image area) plus
+    ``prior_loss_weight`` times the loss on class clips."""
+    batches = [instance] + ([prior] if prior is not None else [])
+    pixels = torch.cat([b.pixels for b in batches])
+    masks = torch.cat([b.masks for b in batches])
+    prompts = [p for b in batches for p in b.prompts]
+    device, dtype = model.device, model.dtype
+    with torch.no_grad():
+        latents = model.encode_video(pixels.to(device=device, dtype=dtype), generator=generator)
+    noise = torch.randn(latents.shape, generator=generator).to(device=device, dtype=latents.dtype)
+    timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
+    noisy = model.add_noise(latents, noise, timesteps)
+    target = model.training_target(latents, noise, timesteps)
+    input_ids = model.tokenize(prompts).to(device)
+    pred = denoiser(noisy, timesteps, input_ids, model.defaults.fps)
+    diff = pred.float() - target.float()
+    err = diff.square() if config.loss == "mse" else diff.abs()
+    masks = masks.to(device=device, dtype=err.dtype)
+    per_sample = (err * masks).sum(dim=(1, 2, 3, 4)) / (masks.sum(dim=(1, 2, 3, 4)) * err.shape[1]).clamp(min=1)
+    n = len(instance.prompts)
+    loss_instance = per_sample[:n].mean()
+    logs = {"loss": loss_instance.item()}
+    loss = loss_instance
+    if prior is not None:
+        loss_prior = per_sample[n:].mean()
+        loss = loss + config.prior_loss_weight * loss_prior
+        logs["prior"] = loss_prior.item()
+    return loss, logs
+
+
+def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bool = True) -> Path:
+    """Learn the subject in ``config.instance_data_dir``; returns the subject module file.
+
+    ``model`` may be passed to reuse an already loaded base model (it is modified: the
+    subject module is injected into it).
+    """
+    config.validate()
+    if not config.output_dir:
+        raise UserError("give an output folder (--output-dir)")
+    out = Path(config.output_dir)
+    tokens = find_tokens(config.instance_prompt)
+    if not tokens:
+        raise UserError(
+            f"the instance prompt {config.instance_prompt!r} has no new token: write the subject "
+            "as a token in angle brackets followed by its class, e.g. 'video of a <new1> dog'"
+        )
+    init_words = initializer_words(config.instance_prompt, config.initializer_words)
+    instance_paths = list_images(config.instance_data_dir, "instance image")
+    use_prior = config.prior_loss_weight > 0
+    class_paths = (
+        list_images(config.class_data_dir, "class image") if use_prior and config.class_data_dir else None
+    )
+    _prepare_output_dir(out, config)
+    checkpoint = find_checkpoint(out, config.resume_from_checkpoint) if config.resume_from_checkpoint else None
+
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+    if model is None:
+        model = load_base_model(config.base)
+    model.to(accelerator.device)
+    height = config.height or model.defaults.height
+    width = config.width or model.defaults.width
+    factor = model.vae_scale_factor
+    if height % factor or width % factor:
+        raise UserError(f"--height and --width must be multiples of {factor}, got {height}x{width}")
+
+    # class images come from the plain base model, before the subject module exists
+    if use_prior and class_paths is None:
+        folder = class_image_dir(model, config.class_prompt, height, width)
+        with accelerator.main_process_first():
+            class_paths = ensure_class_images(
+                model, config.class_prompt, config.num_class_images, folder, height, width,
+                num_inference_steps=config.class_sampling_steps,
+                progress=progress and accelerator.is_main_process,
+            )
+
+    subject = SpatialSubjectModule.create(
+        model, init_words, config.lora_targets, config.lora_target_override, config.rank
+    )
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+    if weight_dtype is not None:
+        model.to(dtype=weight_dtype)  # frozen weights in half precision ...
+        for param in subject.parameters():
+            param.data = param.data.float()  # ... trainable ones in float32
+    if config.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+
+    phrase = subject_phrase(config.instance_prompt, tokens)
+    instances = SubjectImages(
+        instance_paths, height, width, config.train_frames, factor, phrase,
+        CAPTION_TEMPLATES, augment=config.augment,
+    )
+    classes = (
+        SubjectImages(class_paths, height, width, config.train_frames, factor, config.class_prompt)
+        if use_prior else None
+    )
+
+    lr = config.learning_rate
+    if config.scale_lr:
+        lr *= accelerator.num_processes * config.train_batch_size * config.gradient_accumulation_steps
+    optimizer = torch.optim.AdamW(
+        subject.parameters(), lr=lr, betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.weight_decay, eps=config.adam_epsilon,
+    )
+    lr_scheduler = get_scheduler(
+        config.lr_scheduler, optimizer,
+        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=config.max_train_steps * accelerator.num_processes,
+    )
+    denoiser = SubjectDenoiser(model)
+    denoiser.train()
+    denoiser, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
+
+    step = 0
+    if checkpoint is not None:
+        step = load_checkpoint(checkpoint, subject, optimizer, lr_scheduler)
+        logger.info("resumed from %s at step %d", checkpoint, step)
+    settings = config_to_dict(config)
+    if accelerator.is_main_process:
+        _write_json(out / "train_config.json", settings)
+
+    hooks = detach_start_token(model)
+    bar = tqdm(
+        total=config.max_train_steps, initial=step, desc="training",
+        disable=not (progress and accelerator.is_main_process),
+    )
+    try:
+        while step < config.max_train_steps:
+            for micro in range(config.gradient_accumulation_steps):
+                # every random draw of this micro-batch derives from (seed, process, step): a
+                # resumed run replays exactly the batches a straight run would have seen
+                rng = np.random.default_rng([config.seed, accelerator.process_index, step, micro])
+                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+                with accelerator.accumulate(denoiser):
+                    loss, logs = compute_loss(
+                        model, denoiser,
+                        instances.sample(config.train_batch_size, rng),
+                        classes.sample(config.train_batch_size, rng) if classes else None,
+                        generator, config,
+                    )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(subject.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            if accelerator.is_main_process and (
+                step % config.checkpointing_steps == 0 or step == config.max_train_steps
+            ):
+                save_checkpoint(
+                    out, step, subject, optimizer, lr_scheduler, settings, config.checkpoints_total_limit
+                )
+    except KeyboardInterrupt:
+        done = list_checkpoints(out)
+        where = f"the last checkpoint ({done[-1].name}) is intact" if done else "no checkpoint was written yet"
+        raise TrainingInterrupted(
+            f"training interrupted at step {step}; {where}. "
+            "Run the same command with --resume-from-checkpoint latest to continue."
+        ) from None
+    finally:
+        bar.close()
+        for handle in hooks:
+            handle.remove()
+
+    accelerator.wait_for_everyone()
+    path = out / SUBJECT_FILENAME
+    if accelerator.is_main_process:
+        subject.save(path, training=settings)
+    return path
