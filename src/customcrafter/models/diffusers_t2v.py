@@ -186,7 +186,9 @@ def _tiny_clip_tokenizer(folder: Path) -> CLIPTokenizer:
     )
 
 
-def build_tiny_t2v(seed: int = 0, width: int = 32, num_frames: int = 8) -> DiffusersT2VModel:
+def build_tiny_t2v(
+    seed: int = 0, width: int = 32, num_frames: int = 8, channels: int = 32
+) -> DiffusersT2VModel:
     """A randomly initialised model of the ModelScope architecture, small enough for a CPU
     test (about 0.5 M parameters). Its outputs are noise: it exists to exercise code."""
     torch.manual_seed(seed)
@@ -196,7 +198,7 @@ def build_tiny_t2v(seed: int = 0, width: int = 32, num_frames: int = 8) -> Diffu
         out_channels=4,
         down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
-        block_out_channels=(32, 32),
+        block_out_channels=(channels, channels),
         layers_per_block=1,
         cross_attention_dim=32,
         attention_head_dim=8,

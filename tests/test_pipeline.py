@@ -1,0 +1,115 @@
+"""Sampling: the weight the subject module contributes at every UNet call, and restoration."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from customcrafter.errors import UserError
+from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
+from customcrafter.subject import SpatialSubjectModule
+from customcrafter.subject.module import ADAPTER
+
+
+def _trained_looking_subject(model):
+    """A subject module with non-zero LoRA B, as after training."""
+    module = SpatialSubjectModule.create(model, {"<new1>": "dog"})
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in module.lora_parameters()[1::2]:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return module
+
+
+def _observe_contribution(module, name):
+    """Hook one adapted layer; at each call, solve for w in out = W0 x + w * (B A x), per half
+    of the batch (unconditional and conditional passes)."""
+    layer = module.layers[name]
+    w0 = layer.base_layer.weight.detach().clone()
+    bias = layer.base_layer.bias
+    seen = []
+
+    def hook(mod, inputs, output):
+        x = inputs[0]
+        delta = output - F.linear(x, w0, bias)
+        direction = F.linear(F.linear(x, layer.lora_A[ADAPTER].weight), layer.lora_B[ADAPTER].weight)
+        direction = direction * (layer.lora_alpha[ADAPTER] / layer.r[ADAPTER])
+        halves = [(d * u).sum() / (u * u).sum() for d, u in zip(delta.chunk(2), direction.chunk(2), strict=True)]
+        seen.append([round(float(h), 4) for h in halves])
+
+    return layer.register_forward_hook(hook), seen
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_every_unet_call_sees_the_scheduled_weight(tiny_model, fold):
+    module = _trained_looking_subject(tiny_model)
+    pipe = CustomCrafterPipeline(tiny_model, module)
+    handle, seen = _observe_contribution(module, module.metadata.targets[0])
+    calls = []
+    tiny_model.unet.register_forward_pre_hook(lambda *a: calls.append(1))
+    out = pipe("a <new1> dog", num_inference_steps=50, num_frames=2, fold_lora=fold, progress=False)
+    handle.remove()
+    assert len(calls) == 50
+    expected = [0.4] * 5 + [0.8] * 45
+    assert out.weights == expected
+    assert [pair for pair in seen] == [[w, w] for w in expected]
+
+
+def test_base_weights_are_restored_exactly_after_sampling(tiny_model):
+    module = _trained_looking_subject(tiny_model)
+    before = {k: v.clone() for k, v in tiny_model.unet.state_dict().items()}
+    pipe = CustomCrafterPipeline(tiny_model, module)
+    pipe("a <new1> dog", num_inference_steps=6, num_frames=2, progress=False)
+    after = tiny_model.unet.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_base_weights_are_restored_when_sampling_fails(tiny_model):
+    module = _trained_looking_subject(tiny_model)
+    name = module.metadata.targets[0]
+    original = module.layers[name].base_layer.weight.detach().clone()
+    pipe = CustomCrafterPipeline(tiny_model, module)
+
+    def explode(step, t, weight):
+        if step == 7:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        pipe("a <new1> dog", num_inference_steps=10, num_frames=2, callback=explode, progress=False)
+    assert torch.equal(module.layers[name].base_layer.weight, original)
+
+
+def test_folded_and_unmerged_sampling_agree(tiny_model):
+    module = _trained_looking_subject(tiny_model)
+    pipe = CustomCrafterPipeline(tiny_model, module)
+    kwargs = dict(num_inference_steps=8, num_frames=2, progress=False, seed=3)
+    folded = pipe("a <new1> dog", fold_lora=True, **kwargs).videos
+    unmerged = pipe("a <new1> dog", fold_lora=False, **kwargs).videos
+    assert torch.allclose(folded, unmerged, atol=1e-4)
+
+
+def test_subject_weight_changes_the_video_and_off_matches_the_base(tiny_model):
+    module = _trained_looking_subject(tiny_model)
+    kwargs = dict(num_inference_steps=6, num_frames=2, progress=False, seed=1)
+    with_subject = CustomCrafterPipeline(tiny_model, module)
+    dwvs = with_subject("a <new1> dog", schedule=DynamicWeightSchedule(), **kwargs).videos
+    off = with_subject("a <new1> dog", schedule=DynamicWeightSchedule.off(), **kwargs).videos
+    assert not torch.allclose(dwvs, off)
+
+
+def test_output_shape_range_and_seed_determinism(tiny_model):
+    pipe = CustomCrafterPipeline(tiny_model)
+    a = pipe("a dog", num_inference_steps=3, num_frames=3, progress=False, seed=5).videos
+    b = pipe("a dog", num_inference_steps=3, num_frames=3, progress=False, seed=5).videos
+    c = pipe("a dog", num_inference_steps=3, num_frames=3, progress=False, seed=6).videos
+    assert a.shape == (1, 3, 3, 32, 32)
+    assert 0 <= float(a.min()) and float(a.max()) <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_prompt_tokens_without_a_subject_are_stripped_and_unknown_ones_refused(tiny_model):
+    base = CustomCrafterPipeline(tiny_model)
+    assert base("a <new1> dog", num_inference_steps=1, num_frames=1, progress=False).prompts == ["a dog"]
+    module = SpatialSubjectModule.create(tiny_model, {"<new1>": "dog"})
+    with pytest.raises(UserError, match="<new2>"):
+        CustomCrafterPipeline(tiny_model, module)("a <new2> cat", num_inference_steps=1, progress=False)
