@@ -31,9 +31,14 @@ def _observe_contribution(module, name):
     def hook(mod, inputs, output):
         x = inputs[0]
         delta = output - F.linear(x, w0, bias)
-        direction = F.linear(F.linear(x, layer.lora_A[ADAPTER].weight), layer.lora_B[ADAPTER].weight)
+        direction = F.linear(
+            F.linear(x, layer.lora_A[ADAPTER].weight), layer.lora_B[ADAPTER].weight
+        )
         direction = direction * (layer.lora_alpha[ADAPTER] / layer.r[ADAPTER])
-        halves = [(d * u).sum() / (u * u).sum() for d, u in zip(delta.chunk(2), direction.chunk(2), strict=True)]
+        halves = [
+            (d * u).sum() / (u * u).sum()
+            for d, u in zip(delta.chunk(2), direction.chunk(2), strict=True)
+        ]
         seen.append([round(float(h), 4) for h in halves])
 
     return layer.register_forward_hook(hook), seen
@@ -109,7 +114,11 @@ def test_output_shape_range_and_seed_determinism(tiny_model):
 
 def test_prompt_tokens_without_a_subject_are_stripped_and_unknown_ones_refused(tiny_model):
     base = CustomCrafterPipeline(tiny_model)
-    assert base("a <new1> dog", num_inference_steps=1, num_frames=1, progress=False).prompts == ["a dog"]
+    assert base("a <new1> dog", num_inference_steps=1, num_frames=1, progress=False).prompts == [
+        "a dog"
+    ]
     module = SpatialSubjectModule.create(tiny_model, {"<new1>": "dog"})
     with pytest.raises(UserError, match="<new2>"):
-        CustomCrafterPipeline(tiny_model, module)("a <new2> cat", num_inference_steps=1, progress=False)
+        CustomCrafterPipeline(tiny_model, module)(
+            "a <new2> cat", num_inference_steps=1, progress=False
+        )

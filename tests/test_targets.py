@@ -18,7 +18,11 @@ def test_every_target_is_spatial_and_every_spatial_qkv_is_a_target(tiny_model):
     assert set(targets) == expected
     assert not any(word in t for t in targets for word in TEMPORAL)
     # the temporal transformers have attn1/attn2 too: they must not be reached
-    temporal_qkv = [n for n, _ in tiny_model.unet.named_modules() if "temp_attentions" in n and n.endswith("to_q")]
+    temporal_qkv = [
+        n
+        for n, _ in tiny_model.unet.named_modules()
+        if "temp_attentions" in n and n.endswith("to_q")
+    ]
     assert temporal_qkv and not set(temporal_qkv) & set(targets)
 
 

@@ -56,9 +56,13 @@ def _add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
         if kind == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif kind.startswith("dict"):
-            parser.add_argument("--initializer-word", action="append", metavar="TOKEN=WORD", **common)
+            parser.add_argument(
+                "--initializer-word", action="append", metavar="TOKEN=WORD", **common
+            )
         elif kind.startswith("list"):
-            parser.add_argument(flag, type=lambda s: [x.strip() for x in s.split(",") if x.strip()], **common)
+            parser.add_argument(
+                flag, type=lambda s: [x.strip() for x in s.split(",") if x.strip()], **common
+            )
         elif kind.startswith("int"):
             parser.add_argument(flag, type=int, **common)
         elif kind.startswith("float"):
@@ -80,13 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(train, TrainConfig)
 
     gen = sub.add_parser("generate", help="generate a video, with or without a subject module")
-    gen.add_argument("--base", help="base model (default: the one the subject module was trained on)")
-    gen.add_argument("--subject", help="subject module: training output folder or .safetensors file")
-    gen.add_argument("--no-subject", action="store_true", help="sample the plain base model (baseline)")
+    gen.add_argument(
+        "--base", help="base model (default: the one the subject module was trained on)"
+    )
+    gen.add_argument(
+        "--subject", help="subject module: training output folder or .safetensors file"
+    )
+    gen.add_argument(
+        "--no-subject", action="store_true", help="sample the plain base model (baseline)"
+    )
     gen.add_argument("--prompt", required=True, help="e.g. 'a <new1> dog surfing a wave'")
-    gen.add_argument("--lambda-s", type=float, default=0.4, help="weight while motion is laid out (default 0.4)")
-    gen.add_argument("--lambda-l", type=float, default=0.8, help="weight while appearance is repaired (default 0.8)")
-    gen.add_argument("--k", type=int, default=5, help="steps at --lambda-s before switching (default 5)")
+    gen.add_argument(
+        "--lambda-s", type=float, default=0.4, help="weight while motion is laid out (default 0.4)"
+    )
+    gen.add_argument(
+        "--lambda-l",
+        type=float,
+        default=0.8,
+        help="weight while appearance is repaired (default 0.8)",
+    )
+    gen.add_argument(
+        "--k", type=int, default=5, help="steps at --lambda-s before switching (default 5)"
+    )
     gen.add_argument("--constant-weight", type=float, help="one weight at every step (baseline)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", required=True, help="output video, .mp4 or .gif")
@@ -100,9 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--fps", type=int)
     gen.add_argument("--negative-prompt")
     gen.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    gen.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on cuda, else float32")
-    gen.add_argument("--unmerged", action="store_true", help="run LoRA layers unmerged instead of folding them (slower)")
-    gen.add_argument("--allow-base-mismatch", action="store_true", help="load a subject module onto a base model with other weights")
+    gen.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        help="default: float16 on cuda, else float32",
+    )
+    gen.add_argument(
+        "--unmerged",
+        action="store_true",
+        help="run LoRA layers unmerged instead of folding them (slower)",
+    )
+    gen.add_argument(
+        "--allow-base-mismatch",
+        action="store_true",
+        help="load a subject module onto a base model with other weights",
+    )
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     demo = sub.add_parser("demo", help="learn a subject and generate videos, offline, on the CPU")
@@ -152,12 +183,17 @@ def _generate(args: argparse.Namespace) -> None:
     if args.no_subject and args.subject:
         raise UserError("--no-subject and --subject exclude each other")
     if not args.no_subject and not args.subject:
-        raise UserError("give --subject (a trained subject module) or --no-subject for the plain base model")
+        raise UserError(
+            "give --subject (a trained subject module) or --no-subject for the plain base model"
+        )
     if args.no_subject and not args.base:
         raise UserError("--no-subject needs --base")
     device, dtype = _device_and_dtype(args)
     pipe = CustomCrafterPipeline.from_pretrained(
-        args.base, None if args.no_subject else args.subject, device=device, dtype=dtype,
+        args.base,
+        None if args.no_subject else args.subject,
+        device=device,
+        dtype=dtype,
         strict=not args.allow_base_mismatch,
     )
     if args.no_subject:
@@ -167,10 +203,19 @@ def _generate(args: argparse.Namespace) -> None:
     else:
         schedule = DynamicWeightSchedule(args.lambda_s, args.lambda_l, args.k)
     result = pipe(
-        args.prompt, schedule=schedule, num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale, eta=args.eta, num_frames=args.num_frames,
-        height=args.height, width=args.width, fps=args.fps, negative_prompt=args.negative_prompt,
-        seed=args.seed, fold_lora=not args.unmerged, progress=not args.quiet,
+        args.prompt,
+        schedule=schedule,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        eta=args.eta,
+        num_frames=args.num_frames,
+        height=args.height,
+        width=args.width,
+        fps=args.fps,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        fold_lora=not args.unmerged,
+        progress=not args.quiet,
     )
     fps = args.fps or pipe.model.defaults.fps
     write_video(out, result.videos[0], fps)
@@ -191,7 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from .demo import run_demo
 
-            run_demo(Path(args.output_dir), steps=args.steps, overwrite=args.overwrite, progress=not args.quiet)
+            run_demo(
+                Path(args.output_dir),
+                steps=args.steps,
+                overwrite=args.overwrite,
+                progress=not args.quiet,
+            )
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 from .errors import UserError
@@ -132,7 +132,9 @@ def merge_config(cls: type, *layers: dict[str, Any]):
     for layer in layers:
         for key, value in layer.items():
             if key not in names:
-                raise UserError(f"unknown setting {key!r}; known settings: {', '.join(sorted(names))}")
+                raise UserError(
+                    f"unknown setting {key!r}; known settings: {', '.join(sorted(names))}"
+                )
             values[key] = value
     return cls(**values)
 

@@ -32,14 +32,19 @@ def make_subject_images(folder: Path, count: int = 4, size: int = 64) -> list[Pa
         r = int(rng.integers(size // 5, size // 3))
         cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
         for k, rr in enumerate(range(r, 0, -max(2, r // 5))):
-            draw.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), fill=(220, 30, 30) if k % 2 == 0 else (250, 250, 250))
+            draw.ellipse(
+                (cx - rr, cy - rr, cx + rr, cy + rr),
+                fill=(220, 30, 30) if k % 2 == 0 else (250, 250, 250),
+            )
         path = folder / f"disk_{i}.png"
         img.save(path)
         paths.append(path)
     return paths
 
 
-def run_demo(output_dir: Path, steps: int = 40, overwrite: bool = False, progress: bool = True) -> dict:
+def run_demo(
+    output_dir: Path, steps: int = 40, overwrite: bool = False, progress: bool = True
+) -> dict:
     from .models import build_tiny_t2v
     from .sampling import CustomCrafterPipeline, DynamicWeightSchedule
     from .subject import SpatialSubjectModule
@@ -54,10 +59,16 @@ def run_demo(output_dir: Path, steps: int = 40, overwrite: bool = False, progres
     print("Dynamic Weighted Video Sampling end to end; real results need a real base model.\n")
     images = make_subject_images(output_dir / "subject_images")
     config = TrainConfig(
-        base="tiny", instance_data_dir=str(images[0].parent),
-        instance_prompt="video of a <new1> disk", class_prompt="video of a disk",
-        output_dir=str(output_dir / "subject"), num_class_images=4, class_sampling_steps=10,
-        max_train_steps=steps, checkpointing_steps=max(1, steps // 2), learning_rate=1e-3,
+        base="tiny",
+        instance_data_dir=str(images[0].parent),
+        instance_prompt="video of a <new1> disk",
+        class_prompt="video of a disk",
+        output_dir=str(output_dir / "subject"),
+        num_class_images=4,
+        class_sampling_steps=10,
+        max_train_steps=steps,
+        checkpointing_steps=max(1, steps // 2),
+        learning_rate=1e-3,
     )
     subject_path = train(config, progress=progress)
 
@@ -78,7 +89,13 @@ def run_demo(output_dir: Path, steps: int = 40, overwrite: bool = False, progres
             stem = output_dir / "videos" / f"prompt{p}_{name}"
             write_video(stem.with_suffix(".mp4"), out.videos[0], model.defaults.fps)
             write_video(stem.with_suffix(".gif"), out.videos[0], model.defaults.fps)
-            rows.append({"prompt": text, "method": schedule.describe(), "video": str(stem.with_suffix(".mp4"))})
+            rows.append(
+                {
+                    "prompt": text,
+                    "method": schedule.describe(),
+                    "video": str(stem.with_suffix(".mp4")),
+                }
+            )
     (output_dir / "results.json").write_text(json.dumps(rows, indent=2))
     print(f"\n{'method':<42} prompt")
     for row in rows:

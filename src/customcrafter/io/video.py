@@ -78,7 +78,12 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
 def _write_gif(path: Path, frames: np.ndarray, fps: int) -> None:
     images = [Image.fromarray(frame) for frame in frames]
     images[0].save(
-        path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=round(1000 / fps),
+        loop=0,
     )
 
 

@@ -8,7 +8,13 @@ from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults
 from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
 
-__all__ = ["BaseVideoModel", "DiffusersT2VModel", "ModelDefaults", "build_tiny_t2v", "load_base_model"]
+__all__ = [
+    "BaseVideoModel",
+    "DiffusersT2VModel",
+    "ModelDefaults",
+    "build_tiny_t2v",
+    "load_base_model",
+]
 
 BASE_MODEL_HELP = (
     "'tiny' (a randomly initialised test model whose output is noise), "
@@ -26,7 +32,9 @@ def load_base_model(
     if spec == "tiny":
         model: BaseVideoModel = build_tiny_t2v()
     elif spec.startswith("diffusers:") or ":" not in spec:
-        model = DiffusersT2VModel.from_pretrained(spec.removeprefix("diffusers:"), torch_dtype=dtype)
+        model = DiffusersT2VModel.from_pretrained(
+            spec.removeprefix("diffusers:"), torch_dtype=dtype
+        )
     else:
         kind = spec.split(":", 1)[0]
         raise UserError(f"unknown base model kind {kind!r}; use one of: {BASE_MODEL_HELP}")

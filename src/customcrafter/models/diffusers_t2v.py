@@ -92,7 +92,9 @@ class DiffusersT2VModel(BaseVideoModel):
         defaults_file = path / "customcrafter_defaults.json"
         if defaults_file.is_file():
             defaults = ModelDefaults(**json.loads(defaults_file.read_text()))
-        return cls(str(name_or_path), unet, vae, text_encoder, tokenizer, scheduler_config, defaults)
+        return cls(
+            str(name_or_path), unet, vae, text_encoder, tokenizer, scheduler_config, defaults
+        )
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write the diffusers folder layout (used to test the loader and to ship models)."""
@@ -124,8 +126,12 @@ class DiffusersT2VModel(BaseVideoModel):
     def decode_video(self, latents):
         b, c, f, h, w = latents.shape
         flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        flat = flat.to(device=self.vae.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
-        frames = torch.cat([self.vae.decode(chunk).sample for chunk in flat.split(self.vae_chunk_size)])
+        flat = (
+            flat.to(device=self.vae.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
+        )
+        frames = torch.cat(
+            [self.vae.decode(chunk).sample for chunk in flat.split(self.vae_chunk_size)]
+        )
         return frames.reshape(b, f, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
 
     # --- denoiser ------------------------------------------------------------------------

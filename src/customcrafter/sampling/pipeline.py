@@ -124,7 +124,9 @@ class CustomCrafterPipeline:
         """
         model, d = self.model, self.model.defaults
         prompts = self._prepare_prompts([prompt] if isinstance(prompt, str) else list(prompt))
-        schedule = schedule or (DynamicWeightSchedule() if self.subject else DynamicWeightSchedule.off())
+        schedule = schedule or (
+            DynamicWeightSchedule() if self.subject else DynamicWeightSchedule.off()
+        )
         steps = num_inference_steps or d.num_inference_steps
         guidance = d.guidance_scale if guidance_scale is None else guidance_scale
         eta = d.eta if eta is None else eta
@@ -132,7 +134,9 @@ class CustomCrafterPipeline:
         height, width = height or d.height, width or d.width
         s = model.vae_scale_factor
         if height % s or width % s:
-            raise UserError(f"height and width must be multiples of {s} for this model, got {height}x{width}")
+            raise UserError(
+                f"height and width must be multiples of {s} for this model, got {height}x{width}"
+            )
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
 
@@ -153,7 +157,9 @@ class CustomCrafterPipeline:
 
         weights = [0.0] * steps if self.subject is None else schedule.weights(steps)
         with self._weighting(fold_lora) as apply_weight:
-            for i, t in enumerate(tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)):
+            for i, t in enumerate(
+                tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
+            ):
                 apply_weight(weights[i])
                 if callback is not None:
                     callback(i, int(t), weights[i])

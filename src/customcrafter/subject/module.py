@@ -55,7 +55,9 @@ def resolve_subject_path(path: str | Path) -> Path:
     if path.is_dir():
         path = path / SUBJECT_FILENAME
     if not path.is_file():
-        raise UserError(f"no subject module at {path}: give the training output folder or its {SUBJECT_FILENAME}")
+        raise UserError(
+            f"no subject module at {path}: give the training output folder or its {SUBJECT_FILENAME}"
+        )
     return path
 
 
@@ -81,7 +83,9 @@ class SpatialSubjectModule:
     Create one for training with :meth:`create`, or load a trained one with :meth:`load`.
     """
 
-    def __init__(self, model: BaseVideoModel, metadata: SubjectMetadata, embedding: SubjectTokenEmbedding):
+    def __init__(
+        self, model: BaseVideoModel, metadata: SubjectMetadata, embedding: SubjectTokenEmbedding
+    ):
         self.model = model
         self.metadata = metadata
         self.embedding = embedding
@@ -117,13 +121,17 @@ class SpatialSubjectModule:
         _inject_lora(model, metadata)
         table = _unwrapped_embedding(model)
         ids = add_tokens(model.tokenizer, metadata.tokens)
-        init = torch.stack([word_embedding(model.tokenizer, table, w) for w in initializer_words.values()])
+        init = torch.stack(
+            [word_embedding(model.tokenizer, table, w) for w in initializer_words.values()]
+        )
         embedding = SubjectTokenEmbedding(table, ids, init.float())
         model.set_token_embedding(embedding)
         return cls(model, metadata, embedding)
 
     @classmethod
-    def load(cls, path: str | Path, model: BaseVideoModel, strict: bool = True) -> SpatialSubjectModule:
+    def load(
+        cls, path: str | Path, model: BaseVideoModel, strict: bool = True
+    ) -> SpatialSubjectModule:
         """Load a subject module file onto ``model``.
 
         Raises ``UserError`` naming the mismatch when the file was trained on another base
@@ -171,13 +179,17 @@ class SpatialSubjectModule:
         if set(tensors) != expected:
             missing = sorted(expected - set(tensors))[:3]
             extra = sorted(set(tensors) - expected)[:3]
-            raise UserError(f"subject module tensors do not match its targets (missing {missing}, unexpected {extra})")
+            raise UserError(
+                f"subject module tensors do not match its targets (missing {missing}, unexpected {extra})"
+            )
         with torch.no_grad():
             for name, layer in self.layers.items():
                 for ab, holder in (("A", layer.lora_A[ADAPTER]), ("B", layer.lora_B[ADAPTER])):
                     value = tensors[f"{name}.lora_{ab}.weight"]
                     if value.shape != holder.weight.shape:
-                        raise UserError(f"{name}.lora_{ab}: shape {tuple(value.shape)} in the file, {tuple(holder.weight.shape)} in the model")
+                        raise UserError(
+                            f"{name}.lora_{ab}: shape {tuple(value.shape)} in the file, {tuple(holder.weight.shape)} in the model"
+                        )
                     holder.weight.copy_(value)
 
     def save(self, path: str | Path, training: dict[str, Any] | None = None) -> Path:
@@ -249,7 +261,11 @@ def check_compatible(metadata: SubjectMetadata, model: BaseVideoModel, strict: b
     if metadata.architecture_fingerprint != model.architecture_fingerprint():
         modules = dict(model.unet.named_modules())
         missing = [t for t in metadata.targets if t not in modules]
-        detail = f"; {len(missing)} of its {len(metadata.targets)} target layers do not exist there (e.g. {missing[0]})" if missing else ""
+        detail = (
+            f"; {len(missing)} of its {len(metadata.targets)} target layers do not exist there (e.g. {missing[0]})"
+            if missing
+            else ""
+        )
         problems.append(
             f"its architecture differs (fingerprint {metadata.architecture_fingerprint} in the file, "
             f"{model.architecture_fingerprint()} for the loaded model{detail})"

@@ -20,9 +20,7 @@ TARGET_PRESETS: dict[str, tuple[str, ...]] = {
     # Custom Diffusion: K and V of cross-attention only
     "spatial-cross-kv": ("attn2.to_k", "attn2.to_v"),
     # the paper's selection plus the output projections
-    "spatial-qkvo": tuple(
-        f"{a}.{p}" for a in ("attn1", "attn2") for p in (*QKV, "to_out.0")
-    ),
+    "spatial-qkvo": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in (*QKV, "to_out.0")),
 }
 
 

@@ -97,8 +97,10 @@ def augment(
         canvas = Image.new("RGB", (width, height))
         canvas.paste(img.resize((new_w, new_h), Image.BICUBIC), (x, y))
         img = canvas
+        # the loss covers the latent cells that lie wholly inside the pasted image
         mask = torch.zeros(lh, lw)
-        mask[y // latent_factor : (y + new_h) // latent_factor, x // latent_factor : (x + new_w) // latent_factor] = 1
+        top, left = -(-y // latent_factor), -(-x // latent_factor)
+        mask[top : (y + new_h) // latent_factor, left : (x + new_w) // latent_factor] = 1
     elif new_h > height:
         prompt = LARGE_PREFIXES[rng.integers(0, 2)] + prompt
         x = int(rng.integers(0, new_w - width + 1))
@@ -156,14 +158,20 @@ class SubjectImages:
         pixels, masks, prompts = [], [], []
         for _ in range(batch_size):
             img = self.images[rng.integers(0, len(self.images))]
-            prompt = self.templates[rng.integers(0, len(self.templates))].format(self.prompt) if self.templates else self.prompt
+            prompt = (
+                self.templates[rng.integers(0, len(self.templates))].format(self.prompt)
+                if self.templates
+                else self.prompt
+            )
             if self.augment:
                 if rng.random() < 0.5:
                     img = img.transpose(Image.FLIP_LEFT_RIGHT)
                 image, mask, prompt = augment(img, prompt, rng, self.latent_factor)
             else:
                 image = to_tensor(img)
-                mask = torch.ones(self.height // self.latent_factor, self.width // self.latent_factor)
+                mask = torch.ones(
+                    self.height // self.latent_factor, self.width // self.latent_factor
+                )
             pixels.append(image.unsqueeze(1).expand(-1, self.num_frames, -1, -1))
             masks.append(mask.expand(1, self.num_frames, -1, -1))
             prompts.append(prompt)

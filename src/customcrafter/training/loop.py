@@ -26,7 +26,13 @@ from ..errors import UserError
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule, find_tokens, initializer_words
-from .checkpoint import CHECKPOINT_DIR, find_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .class_images import class_image_dir, ensure_class_images
 from .data import CAPTION_TEMPLATES, StaticClipBatch, SubjectImages, list_images, subject_phrase
 
@@ -65,7 +71,9 @@ def detach_start_token(model: BaseVideoModel) -> list:
     handles = []
     for block in model.spatial_blocks():
         for proj in ("to_k", "to_v"):
-            handles.append(modules[f"{block}.attn2.{proj}"].register_forward_hook(_detach_first_token))
+            handles.append(
+                modules[f"{block}.attn2.{proj}"].register_forward_hook(_detach_first_token)
+            )
     return handles
 
 
@@ -106,7 +114,9 @@ def compute_loss(
     with torch.no_grad():
         latents = model.encode_video(pixels.to(device=device, dtype=dtype), generator=generator)
     noise = torch.randn(latents.shape, generator=generator).to(device=device, dtype=latents.dtype)
-    timesteps = torch.randint(0, model.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
+    timesteps = torch.randint(
+        0, model.num_train_timesteps, (latents.shape[0],), generator=generator
+    ).to(device)
     noisy = model.add_noise(latents, noise, timesteps)
     target = model.training_target(latents, noise, timesteps)
     input_ids = model.tokenize(prompts).to(device)
@@ -114,7 +124,9 @@ def compute_loss(
     diff = pred.float() - target.float()
     err = diff.square() if config.loss == "mse" else diff.abs()
     masks = masks.to(device=device, dtype=err.dtype)
-    per_sample = (err * masks).sum(dim=(1, 2, 3, 4)) / (masks.sum(dim=(1, 2, 3, 4)) * err.shape[1]).clamp(min=1)
+    per_sample = (err * masks).sum(dim=(1, 2, 3, 4)) / (
+        masks.sum(dim=(1, 2, 3, 4)) * err.shape[1]
+    ).clamp(min=1)
     n = len(instance.prompts)
     loss_instance = per_sample[:n].mean()
     logs = {"loss": loss_instance.item()}
@@ -146,10 +158,16 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     instance_paths = list_images(config.instance_data_dir, "instance image")
     use_prior = config.prior_loss_weight > 0
     class_paths = (
-        list_images(config.class_data_dir, "class image") if use_prior and config.class_data_dir else None
+        list_images(config.class_data_dir, "class image")
+        if use_prior and config.class_data_dir
+        else None
     )
     _prepare_output_dir(out, config)
-    checkpoint = find_checkpoint(out, config.resume_from_checkpoint) if config.resume_from_checkpoint else None
+    checkpoint = (
+        find_checkpoint(out, config.resume_from_checkpoint)
+        if config.resume_from_checkpoint
+        else None
+    )
 
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
@@ -169,7 +187,12 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         folder = class_image_dir(model, config.class_prompt, height, width)
         with accelerator.main_process_first():
             class_paths = ensure_class_images(
-                model, config.class_prompt, config.num_class_images, folder, height, width,
+                model,
+                config.class_prompt,
+                config.num_class_images,
+                folder,
+                height,
+                width,
                 num_inference_steps=config.class_sampling_steps,
                 progress=progress and accelerator.is_main_process,
             )
@@ -187,23 +210,36 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
 
     phrase = subject_phrase(config.instance_prompt, tokens)
     instances = SubjectImages(
-        instance_paths, height, width, config.train_frames, factor, phrase,
-        CAPTION_TEMPLATES, augment=config.augment,
+        instance_paths,
+        height,
+        width,
+        config.train_frames,
+        factor,
+        phrase,
+        CAPTION_TEMPLATES,
+        augment=config.augment,
     )
     classes = (
         SubjectImages(class_paths, height, width, config.train_frames, factor, config.class_prompt)
-        if use_prior else None
+        if use_prior
+        else None
     )
 
     lr = config.learning_rate
     if config.scale_lr:
-        lr *= accelerator.num_processes * config.train_batch_size * config.gradient_accumulation_steps
+        lr *= (
+            accelerator.num_processes * config.train_batch_size * config.gradient_accumulation_steps
+        )
     optimizer = torch.optim.AdamW(
-        subject.parameters(), lr=lr, betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.weight_decay, eps=config.adam_epsilon,
+        subject.parameters(),
+        lr=lr,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.weight_decay,
+        eps=config.adam_epsilon,
     )
     lr_scheduler = get_scheduler(
-        config.lr_scheduler, optimizer,
+        config.lr_scheduler,
+        optimizer,
         num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=config.max_train_steps * accelerator.num_processes,
     )
@@ -221,7 +257,9 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
 
     hooks = detach_start_token(model)
     bar = tqdm(
-        total=config.max_train_steps, initial=step, desc="training",
+        total=config.max_train_steps,
+        initial=step,
+        desc="training",
         disable=not (progress and accelerator.is_main_process),
     )
     try:
@@ -233,10 +271,12 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
                 generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
                 with accelerator.accumulate(denoiser):
                     loss, logs = compute_loss(
-                        model, denoiser,
+                        model,
+                        denoiser,
                         instances.sample(config.train_batch_size, rng),
                         classes.sample(config.train_batch_size, rng) if classes else None,
-                        generator, config,
+                        generator,
+                        config,
                     )
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
@@ -251,11 +291,21 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
                 step % config.checkpointing_steps == 0 or step == config.max_train_steps
             ):
                 save_checkpoint(
-                    out, step, subject, optimizer, lr_scheduler, settings, config.checkpoints_total_limit
+                    out,
+                    step,
+                    subject,
+                    optimizer,
+                    lr_scheduler,
+                    settings,
+                    config.checkpoints_total_limit,
                 )
     except KeyboardInterrupt:
         done = list_checkpoints(out)
-        where = f"the last checkpoint ({done[-1].name}) is intact" if done else "no checkpoint was written yet"
+        where = (
+            f"the last checkpoint ({done[-1].name}) is intact"
+            if done
+            else "no checkpoint was written yet"
+        )
         raise TrainingInterrupted(
             f"training interrupted at step {step}; {where}. "
             "Run the same command with --resume-from-checkpoint latest to continue."
