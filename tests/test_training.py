@@ -209,3 +209,44 @@ def test_start_token_keys_and_values_get_no_gradient(tiny_model):
     assert float(layer.lora_A["subject"].weight.grad.abs().sum()) > 0
     for h in handles:
         h.remove()
+
+
+def test_checkpoints_restore_the_global_random_states(tmp_path, instance_dir, class_dir):
+    import random
+
+    from customcrafter.training.checkpoint import _restore_rng_states, _rng_states
+
+    torch.manual_seed(7)
+    np.random.seed(7)
+    random.seed(7)
+    saved = _rng_states()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.save(saved, tmp_path / "rng.pt")
+    _restore_rng_states(torch.load(tmp_path / "rng.pt", weights_only=True))
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(instance_dir):
+    grads = []
+    for checkpointing in (False, True):
+        model = build_tiny_t2v()
+        from customcrafter.subject import SpatialSubjectModule
+
+        module = SpatialSubjectModule.create(model, {"<new1>": "dog"})
+        with torch.no_grad():
+            for p in module.lora_parameters()[1::2]:
+                p.normal_(std=0.1)
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        inst = SubjectImages(list_images(instance_dir), 32, 32, 2, 2, "<new1> dog")
+        batch = inst.sample(1, np.random.default_rng(0))
+        config = TrainConfig(prior_loss_weight=0.0)
+        loss, _ = compute_loss(
+            model, SubjectDenoiser(model), batch, None, torch.Generator().manual_seed(0), config
+        )
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in module.parameters()]))
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,22 @@ class BaseVideoModel(ABC):
             module.requires_grad_(False)
             module.eval()
 
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The UNet's coarse blocks whose activations gradient checkpointing recomputes."""
+        return []
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each of ``checkpoint_blocks()`` in the backward pass instead of keeping
+        its activations (less memory, about a third more compute while training)."""
+        blocks = self.checkpoint_blocks()
+        if not blocks:
+            raise NotImplementedError(f"{type(self).__name__} has no gradient checkpointing")
+        for block in blocks:
+            if getattr(block, "_customcrafter_checkpointed", False):
+                continue
+            block.forward = _checkpointed(block.forward)
+            block._customcrafter_checkpointed = True
+
     def spatial_blocks(self) -> list[str]:
         """Module paths of the spatial transformer blocks, in model order."""
         pattern = re.compile(self.spatial_block_pattern)
@@ -169,3 +186,12 @@ class BaseVideoModel(ABC):
         for p in (params[0], params[len(params) // 2], params[-1]):
             h.update(p.detach().float().cpu().flatten()[:256].numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def _checkpointed(forward):
+    def run(*args, **kwargs):
+        if torch.is_grad_enabled():
+            return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    return run

@@ -138,6 +138,10 @@ class DiffusersT2VModel(BaseVideoModel):
     def predict(self, latents, timesteps, context, fps):
         return self.unet(latents, timesteps, encoder_hidden_states=context).sample
 
+    def checkpoint_blocks(self):
+        unet = self.unet
+        return [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+
     # --- noise schedule ------------------------------------------------------------------
     @property
     def num_train_timesteps(self) -> int:

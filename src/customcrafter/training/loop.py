@@ -206,7 +206,7 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         for param in subject.parameters():
             param.data = param.data.float()  # ... trainable ones in float32
     if config.gradient_checkpointing:
-        model.unet.enable_gradient_checkpointing()
+        model.enable_gradient_checkpointing()
 
     phrase = subject_phrase(config.instance_prompt, tokens)
     instances = SubjectImages(
