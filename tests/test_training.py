@@ -250,3 +250,20 @@ def test_gradient_checkpointing_gives_the_same_gradients(instance_dir):
         grads.append(torch.cat([p.grad.flatten() for p in module.parameters()]))
     assert grads[0].abs().sum() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_two_new_tokens_train_together(tmp_path, instance_dir, class_dir):
+    config = _config(
+        tmp_path,
+        instance_dir,
+        class_dir,
+        instance_prompt="video of a <new1> dog with a <new2> ball",
+        max_train_steps=2,
+    )
+    tensors = load_file(str(train(config, progress=False)))
+    from customcrafter.subject import read_metadata
+
+    meta = read_metadata(tmp_path / "out")
+    assert meta.tokens == ["<new1>", "<new2>"]
+    assert meta.initializer_words == {"<new1>": "dog", "<new2>": "ball"}
+    assert tensors["token_embeddings"].shape == (2, 32)

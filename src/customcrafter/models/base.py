@@ -174,7 +174,9 @@ class BaseVideoModel(ABC):
             for key, tensor in module.state_dict().items():
                 if "lora_" in key or "new_embeddings" in key:
                     continue  # an injected subject module is not part of the base
-                key = key.replace(".base_layer.", ".")
+                key = key.replace(".base_layer.", ".").replace(
+                    "token_embedding.base.", "token_embedding."
+                )
                 h.update(f"{prefix}.{key}:{tuple(tensor.shape)};".encode())
         return h.hexdigest()[:16]
 
