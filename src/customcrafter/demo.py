@@ -7,6 +7,7 @@ noise. What the demo shows is the workflow and the files, end to end, in a minut
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .config import TrainConfig
 from .errors import UserError
 from .io.video import write_video
 
+DEMO_MARKER = ".customcrafter-demo"
 DEMO_PROMPTS = ("a <new1> disk moving left", "a <new1> disk on a green background")
 
 
@@ -51,9 +53,14 @@ def run_demo(
     from .training import train
 
     if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
+        # a previous demo's output is replaced; anything else is the user's and kept
+        if not (overwrite or (output_dir / DEMO_MARKER).is_file()):
             raise UserError(f"{output_dir} is not empty; pass --overwrite or another --output-dir")
         shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True)
+    (output_dir / DEMO_MARKER).write_text(
+        "written by customcrafter demo; rerunning the demo replaces this folder\n"
+    )
     print("CustomCrafter demo on the 'tiny' base model: it is randomly initialised, so the")
     print("videos below are noise. The demo exercises training, the subject module file and")
     print("Dynamic Weighted Video Sampling end to end; real results need a real base model.\n")
@@ -96,7 +103,9 @@ def run_demo(
                     "video": str(stem.with_suffix(".mp4")),
                 }
             )
-    (output_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    tmp = output_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=2))
+    os.replace(tmp, output_dir / "results.json")
     print(f"\n{'method':<42} prompt")
     for row in rows:
         print(f"{row['method']:<42} {row['prompt']}")
