@@ -83,7 +83,7 @@ class DiffusersT2VModel(BaseVideoModel):
             )
             tokenizer = AutoTokenizer.from_pretrained(name_or_path, subfolder="tokenizer")
             scheduler_config = DDIMScheduler.load_config(name_or_path, subfolder="scheduler")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing files, bad ids, offline hub
             raise UserError(
                 f"could not load the diffusers model {name_or_path!r}: {exc}\n"
                 "Give a local model folder, or a hub id that is in your Hugging Face cache."
