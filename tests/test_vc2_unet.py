@@ -1,0 +1,255 @@
+"""The VideoCrafter2 UNet: loads the original checkpoint layout and reproduces its numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from customcrafter.models.vc2_unet import (
+    SPATIAL_BLOCK_PATTERN,
+    SpatialTransformer,
+    VC2UNet,
+    VC2UNetConfig,
+    infer_config_from_state_dict,
+)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+GOLDEN = SHARED / "golden" / "vc2_tiny_a.safetensors"
+SPEC = SHARED / "specs" / "videocrafter2_checkpoint_keys.json"
+UNET_PREFIX = "model.diffusion_model."
+
+needs_golden = pytest.mark.skipif(not GOLDEN.exists(), reason=f"reference file {GOLDEN} absent")
+needs_spec = pytest.mark.skipif(not SPEC.exists(), reason=f"checkpoint key list {SPEC} absent")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    """Tiny UNet config, its weights (original key names) and the original code's call."""
+    with safe_open(str(GOLDEN), "pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+        prefix = "ckpt." + UNET_PREFIX
+        weights = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+        call = {name: f.get_tensor(f"unet.{name}") for name in ("x", "t", "context", "out")}
+    params = meta["config"]["params"]["unet_config"]["params"]
+    return params, weights, call, meta["unet_call"]["fps"]
+
+
+@pytest.fixture(scope="module")
+def full_size_unet() -> VC2UNet:
+    with torch.device("meta"):
+        return VC2UNet(VC2UNetConfig())
+
+
+def full_size_spec_shapes() -> dict[str, list[int]]:
+    spec = json.loads(SPEC.read_text())
+    return {k[len(UNET_PREFIX) :]: v for k, v in spec.items() if k.startswith(UNET_PREFIX)}
+
+
+def tiny_config() -> VC2UNetConfig:
+    return VC2UNetConfig(
+        model_channels=32,
+        attention_resolutions=(1, 2),
+        num_res_blocks=1,
+        channel_mult=(1, 2),
+        num_head_channels=8,
+        context_dim=16,
+        temporal_length=4,
+    )
+
+
+# --- the original numbers ------------------------------------------------------------------
+
+
+@needs_golden
+def test_golden_weights_load_strictly_and_reproduce_the_original_output(golden):
+    params, weights, call, fps = golden
+    unet = VC2UNet(VC2UNetConfig.from_dict(params)).eval()
+    unet.load_state_dict(weights, strict=True)
+
+    with torch.no_grad():
+        out = unet(call["x"], call["t"], call["context"], fps=fps)
+
+    expected = call["out"]
+    assert out.shape == expected.shape
+    max_abs = (out - expected).abs().max().item()
+    assert max_abs <= 1e-5 * expected.abs().max().item(), max_abs
+
+
+@needs_golden
+def test_fps_may_be_an_int_or_a_per_sample_tensor(golden):
+    params, weights, call, fps = golden
+    unet = VC2UNet(VC2UNetConfig.from_dict(params)).eval()
+    unet.load_state_dict(weights)
+    x, t, context = call["x"][:, :, :2], call["t"], call["context"]
+
+    with torch.no_grad():
+        as_int = unet(x, t, context, fps=fps)
+        as_tensor = unet(x, t, context, fps=torch.full_like(t, fps))
+        other_fps = unet(x, t, context, fps=torch.full_like(t, fps // 2))
+
+    torch.testing.assert_close(as_int, as_tensor)
+    assert not torch.allclose(as_int, other_fps)
+
+
+# --- the checkpoint layout -----------------------------------------------------------------
+
+
+@needs_spec
+def test_full_size_state_dict_matches_the_videocrafter2_checkpoint(full_size_unet):
+    expected = full_size_spec_shapes()
+    actual = {k: list(v.shape) for k, v in full_size_unet.state_dict().items()}
+
+    assert len(expected) == 1484
+    assert sorted(set(expected) - set(actual)) == [], "missing keys"
+    assert sorted(set(actual) - set(expected)) == [], "unexpected keys"
+    assert {k: v for k, v in actual.items() if v != expected[k]} == {}, "shape mismatches"
+
+
+@needs_spec
+def test_config_is_inferred_from_the_full_size_checkpoint_shapes():
+    inferred = infer_config_from_state_dict(full_size_spec_shapes())
+
+    assert set(inferred.attention_resolutions) == {4, 2, 1}
+    assert inferred == VC2UNetConfig(attention_resolutions=inferred.attention_resolutions)
+
+
+@needs_golden
+def test_config_is_inferred_from_the_tiny_weights(golden):
+    params, weights, _, _ = golden
+    inferred = infer_config_from_state_dict(weights)
+    expected = VC2UNetConfig.from_dict(params)
+
+    assert set(inferred.attention_resolutions) == set(expected.attention_resolutions)
+    unchecked = {"attention_resolutions": (), "temporal_length": 0}  # order; not in weights
+    assert VC2UNetConfig(**{**vars(inferred), **unchecked}) == VC2UNetConfig(
+        **{**vars(expected), **unchecked}
+    )
+
+
+def test_default_config_is_the_full_size_videocrafter2_unet():
+    params = {
+        "in_channels": 4,
+        "out_channels": 4,
+        "model_channels": 320,
+        "attention_resolutions": [4, 2, 1],
+        "num_res_blocks": 2,
+        "channel_mult": [1, 2, 4, 4],
+        "num_head_channels": 64,
+        "transformer_depth": 1,
+        "context_dim": 1024,
+        "use_linear": True,
+        "use_checkpoint": True,
+        "temporal_conv": True,
+        "temporal_attention": True,
+        "temporal_selfatt_only": True,
+        "use_relative_position": False,
+        "use_causal_attention": False,
+        "temporal_length": 16,
+        "addition_attention": True,
+        "fps_cond": True,
+    }
+    config = VC2UNetConfig.from_dict(params)
+
+    assert config == VC2UNetConfig()
+    assert config.ignored == ("use_checkpoint",)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"use_relative_position": True},
+        {"use_causal_attention": True},
+        {"temporal_selfatt_only": False},
+        {"use_scale_shift_norm": True},
+        {"resblock_updown": True},
+    ],
+)
+def test_config_rejects_settings_it_does_not_build(setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        VC2UNetConfig.from_dict(setting)
+
+
+# --- spatial transformer blocks (the subject module's targets) -------------------------
+
+
+def spatial_block_names(unet: nn.Module) -> list[str]:
+    """Names of the blocks inside every SpatialTransformer, found by type (not by name)."""
+    return [
+        f"{name}.transformer_blocks.{i}"
+        for name, module in unet.named_modules()
+        if isinstance(module, SpatialTransformer)
+        for i in range(len(module.transformer_blocks))
+    ]
+
+
+def matched_names(unet: nn.Module) -> list[str]:
+    pattern = re.compile(SPATIAL_BLOCK_PATTERN)
+    return [name for name, _ in unet.named_modules() if pattern.fullmatch(name)]
+
+
+def test_spatial_pattern_matches_exactly_the_spatial_transformer_blocks(full_size_unet):
+    matched = matched_names(full_size_unet)
+
+    assert matched == spatial_block_names(full_size_unet)
+    assert len(matched) == 16  # 6 down, 1 middle, 9 up
+    assert VC2UNet.spatial_block_pattern == SPATIAL_BLOCK_PATTERN
+
+
+def test_spatial_pattern_skips_temporal_and_init_attention(full_size_unet):
+    temporal = [
+        name
+        for name, _ in full_size_unet.named_modules()
+        if re.search(r"transformer_blocks\.\d+$", name)
+        and name not in matched_names(full_size_unet)
+    ]
+
+    assert any(name.startswith("init_attn.") for name in temporal)
+    assert any(name.startswith("middle_block.2.") for name in temporal)
+    assert len(temporal) == 1 + 16  # init_attn + one temporal transformer per spatial one
+
+
+def test_each_spatial_block_holds_self_and_cross_attention_projections(full_size_unet):
+    modules = dict(full_size_unet.named_modules())
+    for name in matched_names(full_size_unet):
+        for attn in ("attn1", "attn2"):
+            for proj in ("to_q", "to_k", "to_v"):
+                assert isinstance(modules[f"{name}.{attn}.{proj}"], nn.Linear)
+            assert isinstance(modules[f"{name}.{attn}.to_out.0"], nn.Linear)
+        # attn2 reads the 1024-wide text context
+        assert modules[f"{name}.attn2.to_k"].in_features == 1024
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def test_gradient_checkpointing_recomputes_stages_and_keeps_gradients():
+    torch.manual_seed(0)
+    unet = VC2UNet(tiny_config()).train()
+    x = torch.randn(1, 4, 2, 8, 8)
+    t = torch.tensor([500])
+    context = torch.randn(1, 3, 16)
+    calls = []
+    # a pre-hook: recomputation stops early, before a forward hook would fire
+    unet.middle_block.register_forward_pre_hook(lambda *_: calls.append(1))
+
+    def grads() -> dict[str, torch.Tensor]:
+        unet.zero_grad()
+        torch.manual_seed(1)  # same dropout masks in both runs
+        unet(x, t, context, fps=8).square().mean().backward()
+        return {n: p.grad.clone() for n, p in unet.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    assert len(calls) == 1
+    unet.enable_gradient_checkpointing()
+    checkpointed = grads()
+    assert len(calls) == 3  # forward + recomputation in backward
+
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
