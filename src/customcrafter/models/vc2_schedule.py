@@ -196,6 +196,9 @@ class VC2DDIMSampler:
             )
         stride = total // num_inference_steps
         ascending = torch.arange(0, total, stride, dtype=torch.long) + 1
+        # the original indexes past the table when stride does not divide T evenly (n = 3
+        # gives 1000); dropping that step keeps every schedule it can build unchanged
+        ascending = ascending[ascending < total]
         abar = self.schedule.alphas_cumprod
         # the final step (from t = 1) moves to abar[0] and s[0], not to the clean signal
         prev_index = torch.cat([ascending.new_zeros(1), ascending[:-1]])

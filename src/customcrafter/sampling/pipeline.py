@@ -155,6 +155,8 @@ class CustomCrafterPipeline:
         latents = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
         latents = latents * getattr(sampler, "init_noise_sigma", 1.0)
 
+        # some samplers (VideoCrafter2's DDIM) take one step more than asked for
+        steps = len(sampler.timesteps)
         weights = [0.0] * steps if self.subject is None else schedule.weights(steps)
         with self._weighting(fold_lora) as apply_weight:
             for i, t in enumerate(
