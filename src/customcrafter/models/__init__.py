@@ -19,7 +19,8 @@ __all__ = [
 BASE_MODEL_HELP = (
     "'tiny' (a randomly initialised test model whose output is noise), "
     "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
-    "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:')"
+    "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
+    "or 'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint)"
 )
 
 
@@ -31,6 +32,10 @@ def load_base_model(
         raise UserError(f"no base model given; use one of: {BASE_MODEL_HELP}")
     if spec == "tiny":
         model: BaseVideoModel = build_tiny_t2v()
+    elif spec.startswith("videocrafter2:"):
+        from .videocrafter2 import load_videocrafter2
+
+        model = load_videocrafter2(spec.removeprefix("videocrafter2:"))
     elif spec.startswith("diffusers:") or ":" not in spec:
         model = DiffusersT2VModel.from_pretrained(
             spec.removeprefix("diffusers:"), torch_dtype=dtype
