@@ -86,15 +86,34 @@ class BaseVideoModel(ABC):
         self.text_encoder.set_input_embeddings(module)
 
     # --- video <-> latents ----------------------------------------------------------------
-    @abstractmethod
+    #: frames per VAE call; lower it to save memory
+    vae_chunk_size: int = 8
+
     def encode_video(
         self, video: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Sampled, scaled latents ``[b, c, f, h/s, w/s]`` of ``video`` ``[b, 3, f, h, w]``."""
+        """Sampled, scaled latents ``[b, c, f, h/s, w/s]`` of ``video`` ``[b, 3, f, h, w]``,
+        encoded frame by frame (in chunks of ``vae_chunk_size``) by a 2D diffusers VAE."""
+        b, _, f, h, w = video.shape
+        frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, 3, h, w)
+        frames = frames.to(device=self.vae.device, dtype=self.vae.dtype)
+        chunks = []
+        for chunk in frames.split(self.vae_chunk_size):
+            dist = self.vae.encode(chunk).latent_dist
+            noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
+            chunks.append(dist.mean + dist.std * noise.to(dist.mean.device))
+        latents = torch.cat(chunks) * self.vae.config.scaling_factor
+        return latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
 
-    @abstractmethod
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents."""
+        """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents, frame by frame."""
+        b, c, f, h, w = latents.shape
+        flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        flat = (
+            flat.to(device=self.vae.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
+        )
+        frames = torch.cat([self.vae.decode(x).sample for x in flat.split(self.vae_chunk_size)])
+        return frames.reshape(b, f, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
 
     # --- denoiser ------------------------------------------------------------------------
     @abstractmethod

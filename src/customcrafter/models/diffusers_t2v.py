@@ -110,30 +110,6 @@ class DiffusersT2VModel(BaseVideoModel):
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.text_encoder(input_ids.to(self.device))[0]
 
-    # --- video <-> latents ----------------------------------------------------------------
-    def encode_video(self, video, generator=None):
-        b, _, f, h, w = video.shape
-        frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, 3, h, w)
-        frames = frames.to(device=self.vae.device, dtype=self.vae.dtype)
-        chunks = []
-        for chunk in frames.split(self.vae_chunk_size):
-            dist = self.vae.encode(chunk).latent_dist
-            noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
-            chunks.append(dist.mean + dist.std * noise.to(dist.mean.device))
-        latents = torch.cat(chunks) * self.vae.config.scaling_factor
-        return latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
-
-    def decode_video(self, latents):
-        b, c, f, h, w = latents.shape
-        flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        flat = (
-            flat.to(device=self.vae.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
-        )
-        frames = torch.cat(
-            [self.vae.decode(chunk).sample for chunk in flat.split(self.vae_chunk_size)]
-        )
-        return frames.reshape(b, f, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
-
     # --- denoiser ------------------------------------------------------------------------
     def predict(self, latents, timesteps, context, fps):
         return self.unet(latents, timesteps, encoder_hidden_states=context).sample
