@@ -6,8 +6,6 @@ noise. What the demo shows is the workflow and the files, end to end, in a minut
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +14,9 @@ from PIL import Image, ImageDraw
 
 from .config import TrainConfig
 from .errors import UserError
+from .io.files import write_json
 from .io.video import write_video
+from .subject.tokens import strip_tokens
 
 DEMO_MARKER = ".customcrafter-demo"
 DEMO_PROMPTS = ("a <new1> disk moving left", "a <new1> disk on a green background")
@@ -90,7 +90,7 @@ def run_demo(
     rows = []
     for p, prompt in enumerate(DEMO_PROMPTS):
         for name, schedule in methods.items():
-            text = prompt.replace("<new1> ", "") if schedule.is_off else prompt
+            text = strip_tokens(prompt) if schedule.is_off else prompt
             pipe.subject = None if schedule.is_off else subject
             out = pipe(text, schedule=schedule, num_inference_steps=25, seed=p, progress=progress)
             stem = output_dir / "videos" / f"prompt{p}_{name}"
@@ -103,9 +103,7 @@ def run_demo(
                     "video": str(stem.with_suffix(".mp4")),
                 }
             )
-    tmp = output_dir / "results.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=2))
-    os.replace(tmp, output_dir / "results.json")
+    write_json(output_dir / "results.json", rows)
     print(f"\n{'method':<42} prompt")
     for row in rows:
         print(f"{row['method']:<42} {row['prompt']}")

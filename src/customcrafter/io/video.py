@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import av
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from .files import atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -44,18 +44,12 @@ def write_video(path: str | Path, video, fps: int = 8) -> Path:
     the format follows the suffix. The file appears only once complete."""
     path = Path(path)
     frames = to_uint8_frames(video)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial{path.suffix}")
-    try:
-        if path.suffix.lower() == ".gif":
-            _write_gif(tmp, frames, fps)
-        elif path.suffix.lower() == ".mp4":
-            _write_mp4(tmp, frames, fps)
-        else:
-            raise UserError(f"cannot write {path.suffix!r} videos; use .mp4 or .gif")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    writers = {".gif": _write_gif, ".mp4": _write_mp4}
+    writer = writers.get(path.suffix.lower())
+    if writer is None:
+        raise UserError(f"cannot write {path.suffix!r} videos; use .mp4 or .gif")
+    with atomic_path(path) as tmp:
+        writer(tmp, frames, fps)
     return path
 
 

@@ -10,7 +10,6 @@ the rank, the tokens with their initializer words and the training settings.
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import UserError
+from ..io.files import atomic_path
 from ..models.base import BaseVideoModel
 from .targets import resolve_targets
 from .tokens import SubjectTokenEmbedding, add_tokens, word_embedding
@@ -198,10 +198,9 @@ class SpatialSubjectModule:
         if training is not None:
             self.metadata.training = training
         tensors = {k: v.float().cpu().contiguous() for k, v in self.state_dict().items()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"customcrafter": json.dumps(asdict(self.metadata))})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            metadata = {"customcrafter": json.dumps(asdict(self.metadata))}
+            save_file(tensors, str(tmp), metadata=metadata)
         return path
 
     # --- the weight the module contributes ---------------------------------------------------

@@ -4,8 +4,9 @@
 the optimizer and learning-rate scheduler states (``optimizer.pt``, ``scheduler.pt``), the
 global random states (``rng.pt``; the loop draws its own randomness from (seed, step), these
 are for anything else that draws from them), all tensors and numbers read back with
-``weights_only=True``, and ``state.json`` (the step and the settings). A checkpoint is written to a temporary folder and renamed into place, so an
-interruption never leaves a half-written one behind.
+``weights_only=True``, and ``state.json`` (the step and the settings). A checkpoint is
+written to a temporary folder and renamed into place, so an interruption never leaves a
+half-written one behind.
 """
 
 from __future__ import annotations

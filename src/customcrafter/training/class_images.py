@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..io.files import atomic_path
 from ..models.base import BaseVideoModel
 
 
@@ -60,7 +61,6 @@ def ensure_class_images(
                 progress=False,
             )
             frame = (out.videos[0, :, 0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-            tmp = paths[i].with_suffix(".partial.png")
-            Image.fromarray(frame).save(tmp)
-            os.replace(tmp, paths[i])
+            with atomic_path(paths[i]) as tmp:
+                Image.fromarray(frame).save(tmp)
     return paths

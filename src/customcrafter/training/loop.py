@@ -8,9 +8,7 @@ multi-GPU (``accelerate launch``).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, config_to_dict
 from ..errors import UserError
+from ..io.files import write_json
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule, find_tokens, initializer_words
@@ -88,12 +87,6 @@ def _prepare_output_dir(out: Path, config: TrainConfig) -> None:
         (out / SUBJECT_FILENAME).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def compute_loss(
@@ -253,7 +246,7 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         logger.info("resumed from %s at step %d", checkpoint, step)
     settings = config_to_dict(config)
     if accelerator.is_main_process:
-        _write_json(out / "train_config.json", settings)
+        write_json(out / "train_config.json", settings)
 
     hooks = detach_start_token(model)
     bar = tqdm(
