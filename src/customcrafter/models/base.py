@@ -48,11 +48,29 @@ class BaseVideoModel(ABC):
     text_encoder: nn.Module
     tokenizer: Any
     defaults: ModelDefaults
-    #: spatial down-sampling factor of the VAE
-    vae_scale_factor: int = 8
     #: regex matching the module path of every *spatial* transformer block; the subject
     #: module's targets are the attention layers (attn1 / attn2) inside these blocks
     spatial_block_pattern: str = ""
+
+    def __init__(
+        self,
+        name: str,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer: Any,
+        defaults: ModelDefaults,
+        vae_chunk_size: int = 8,
+    ):
+        self.name = name
+        self.unet = unet
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.defaults = defaults
+        self.vae_chunk_size = vae_chunk_size
+        self.vae_scale_factor = vae_scale_factor(vae)
+        self.freeze()
 
     # --- text ---------------------------------------------------------------------------
     @property
@@ -86,9 +104,6 @@ class BaseVideoModel(ABC):
         self.text_encoder.set_input_embeddings(module)
 
     # --- video <-> latents ----------------------------------------------------------------
-    #: frames per VAE call; lower it to save memory
-    vae_chunk_size: int = 8
-
     def encode_video(
         self, video: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -207,6 +222,12 @@ class BaseVideoModel(ABC):
         for p in (params[0], params[len(params) // 2], params[-1]):
             h.update(p.detach().float().cpu().flatten()[:256].numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def vae_scale_factor(vae: nn.Module) -> int:
+    """Spatial down-sampling factor of a diffusers ``AutoencoderKL``: one halving per level
+    after the first."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def _checkpointed(forward):

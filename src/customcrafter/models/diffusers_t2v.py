@@ -16,7 +16,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet3DConditi
 from transformers import AutoTokenizer, CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from ..errors import UserError
-from .base import BaseVideoModel, ModelDefaults
+from .base import BaseVideoModel, ModelDefaults, vae_scale_factor
 
 # Spatial transformer blocks of the diffusers 3D UNet. Temporal attention lives under
 # ``temp_attentions.*`` and ``transformer_in.*`` and never matches.
@@ -44,21 +44,13 @@ class DiffusersT2VModel(BaseVideoModel):
         defaults: ModelDefaults | None = None,
         vae_chunk_size: int = 8,
     ):
-        self.name = name
-        self.unet = unet
-        self.vae = vae
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
         self.scheduler_config = dict(scheduler_config)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.vae_chunk_size = vae_chunk_size
         # the training schedule: the same betas the sampler uses
         self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config)
         if defaults is None:
-            side = int(unet.config.sample_size) * self.vae_scale_factor
+            side = int(unet.config.sample_size) * vae_scale_factor(vae)
             defaults = ModelDefaults(num_frames=16, height=side, width=side, fps=8)
-        self.defaults = defaults
-        self.freeze()
+        super().__init__(name, unet, vae, text_encoder, tokenizer, defaults, vae_chunk_size)
 
     # --- construction --------------------------------------------------------------------
     @classmethod

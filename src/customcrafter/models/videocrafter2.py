@@ -115,16 +115,8 @@ class VideoCrafter2Model(BaseVideoModel):
         defaults: ModelDefaults = VC2_DEFAULTS,
         vae_chunk_size: int = 4,
     ):
-        self.name = name
-        self.unet = unet
-        self.vae = vae
-        self.text_encoder = text_encoder
-        self.tokenizer = tokenizer
         self.schedule = schedule
-        self.defaults = defaults
-        self.vae_chunk_size = vae_chunk_size
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        self.freeze()
+        super().__init__(name, unet, vae, text_encoder, tokenizer, defaults, vae_chunk_size)
 
     @classmethod
     def from_state_dict(
