@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from shared_data import SPEC, needs_spec
 from torch import nn
 
 from customcrafter.models.openclip_text import (
@@ -15,10 +15,6 @@ from customcrafter.models.openclip_text import (
     OpenCLIPTextEncoder,
     extract_text_state_dict,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SPEC = SHARED / "specs" / "videocrafter2_checkpoint_keys.json"
-needs_spec = pytest.mark.skipif(not SPEC.exists(), reason=f"checkpoint key list {SPEC} absent")
 
 TINY = OpenCLIPTextConfig(vocab_size=100, context_length=12, width=32, heads=2, layers=3)
 

@@ -1,20 +1,18 @@
 """The VideoCrafter2 pieces together: DDIM with guidance and signal scaling, as the original."""
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 from safetensors import safe_open
+from shared_data import GOLDEN, needs_golden
 
 from customcrafter.models.vc2_schedule import VC2DDIMSampler, VC2NoiseSchedule
 from customcrafter.models.vc2_unet import VC2UNet, VC2UNetConfig
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "vc2_tiny_a.safetensors"
 PREFIX = "ckpt.model.diffusion_model."
 
 
-@pytest.mark.skipif(not GOLDEN.exists(), reason=f"reference file {GOLDEN} absent")
+@needs_golden
 def test_guided_scaled_ddim_sampling_reproduces_the_original():
     with safe_open(str(GOLDEN), "pt") as f:
         meta = json.loads(f.metadata()["meta"])

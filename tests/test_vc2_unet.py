@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
+from shared_data import GOLDEN, SPEC, needs_golden, needs_spec
 from torch import nn
 
 from customcrafter.models.vc2_unet import (
@@ -19,13 +19,7 @@ from customcrafter.models.vc2_unet import (
     infer_config_from_state_dict,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-GOLDEN = SHARED / "golden" / "vc2_tiny_a.safetensors"
-SPEC = SHARED / "specs" / "videocrafter2_checkpoint_keys.json"
 UNET_PREFIX = "model.diffusion_model."
-
-needs_golden = pytest.mark.skipif(not GOLDEN.exists(), reason=f"reference file {GOLDEN} absent")
-needs_spec = pytest.mark.skipif(not SPEC.exists(), reason=f"checkpoint key list {SPEC} absent")
 
 
 @pytest.fixture(scope="module")

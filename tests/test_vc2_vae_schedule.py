@@ -5,11 +5,11 @@ original VideoCrafter code at a tiny size; ``shared/specs`` lists the full check
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from shared_data import GOLDEN, SPEC
 
 from customcrafter.models.vc2_schedule import VC2DDIMSampler, VC2NoiseSchedule
 from customcrafter.models.vc2_vae import (
@@ -19,10 +19,6 @@ from customcrafter.models.vc2_vae import (
     encode_mean_scaled,
     load_vc2_vae,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-GOLDEN = SHARED / "golden" / "vc2_tiny_a.safetensors"
-SPEC = SHARED / "specs" / "videocrafter2_checkpoint_keys.json"
 
 SCHEDULE_BUFFERS = (
     "betas",

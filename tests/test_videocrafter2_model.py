@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from shared_data import GOLDEN, needs_golden
 
 from customcrafter.errors import UserError
 from customcrafter.models.diffusers_t2v import _tiny_clip_tokenizer
 from customcrafter.models.openclip_text import OpenCLIPTextConfig, OpenCLIPTextEncoder
 from customcrafter.models.videocrafter2 import VideoCrafter2Model, read_checkpoint
 
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "vc2_tiny_a.safetensors"
-pytestmark = pytest.mark.skipif(not GOLDEN.exists(), reason=f"reference file {GOLDEN} absent")
+pytestmark = needs_golden
 
 
 def _tokenizer():
