@@ -35,6 +35,11 @@ def _train_args(instance_dir, class_dir, out, *extra):
     ]
 
 
+def generate(*words) -> int:
+    """``customcrafter -q generate WORDS...``; returns the exit code."""
+    return main(["-q", "generate", *map(str, words)])
+
+
 @pytest.fixture
 def trained(tmp_path, instance_dir, class_dir):
     out = tmp_path / "subject"
@@ -44,22 +49,18 @@ def trained(tmp_path, instance_dir, class_dir):
 
 def test_train_then_generate_writes_videos_that_decode(tmp_path, trained, capsys):
     video = tmp_path / "video.mp4"
-    code = main(
-        [
-            "-q",
-            "generate",
-            "--subject",
-            str(trained),
-            "--prompt",
-            "a <new1> dog surfing a wave",
-            "--steps",
-            "3",
-            "--seed",
-            "0",
-            "--out",
-            str(video),
-            "--gif",
-        ]
+    code = generate(
+        "--subject",
+        str(trained),
+        "--prompt",
+        "a <new1> dog surfing a wave",
+        "--steps",
+        "3",
+        "--seed",
+        "0",
+        "--out",
+        str(video),
+        "--gif",
     )
     assert code == 0
     for path in (video, video.with_suffix(".gif")):
@@ -70,43 +71,35 @@ def test_train_then_generate_writes_videos_that_decode(tmp_path, trained, capsys
 
 def test_baselines_come_from_the_same_command(tmp_path, trained, capsys):
     assert (
-        main(
-            [
-                "-q",
-                "generate",
-                "--subject",
-                str(trained),
-                "--prompt",
-                "a <new1> dog",
-                "--steps",
-                "2",
-                "--constant-weight",
-                "1.0",
-                "--num-frames",
-                "3",
-                "--out",
-                str(tmp_path / "c.gif"),
-            ]
+        generate(
+            "--subject",
+            str(trained),
+            "--prompt",
+            "a <new1> dog",
+            "--steps",
+            "2",
+            "--constant-weight",
+            "1.0",
+            "--num-frames",
+            "3",
+            "--out",
+            str(tmp_path / "c.gif"),
         )
         == 0
     )
     assert (
-        main(
-            [
-                "-q",
-                "generate",
-                "--base",
-                "tiny",
-                "--no-subject",
-                "--prompt",
-                "a <new1> dog",
-                "--steps",
-                "2",
-                "--num-frames",
-                "3",
-                "--out",
-                str(tmp_path / "b.mp4"),
-            ]
+        generate(
+            "--base",
+            "tiny",
+            "--no-subject",
+            "--prompt",
+            "a <new1> dog",
+            "--steps",
+            "2",
+            "--num-frames",
+            "3",
+            "--out",
+            str(tmp_path / "b.mp4"),
         )
         == 0
     )
@@ -172,8 +165,6 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path, trained, capsys):
     video = tmp_path / "keep.mp4"
     video.write_bytes(b"precious")
     args = [
-        "-q",
-        "generate",
         "--subject",
         str(trained),
         "--prompt",
@@ -183,28 +174,24 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path, trained, capsys):
         "--out",
         str(video),
     ]
-    assert main(args) == 2
+    assert generate(*args) == 2
     assert "--overwrite" in capsys.readouterr().err and video.read_bytes() == b"precious"
-    assert main([*args, "--overwrite"]) == 0
+    assert generate(*args, "--overwrite") == 0
     assert read_video(video).shape[0] == 8
 
 
 def test_a_subject_for_another_base_model_is_refused(tmp_path, trained, capsys):
     other = tmp_path / "other-model"
     build_tiny_t2v(channels=16).save_pretrained(other)
-    code = main(
-        [
-            "-q",
-            "generate",
-            "--base",
-            str(other),
-            "--subject",
-            str(trained),
-            "--prompt",
-            "a <new1> dog",
-            "--out",
-            str(tmp_path / "x.mp4"),
-        ]
+    code = generate(
+        "--base",
+        str(other),
+        "--subject",
+        str(trained),
+        "--prompt",
+        "a <new1> dog",
+        "--out",
+        str(tmp_path / "x.mp4"),
     )
     assert code == 2
     err = capsys.readouterr().err
