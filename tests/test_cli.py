@@ -207,3 +207,16 @@ def test_the_console_script_runs():
         check=True,
     )
     assert "--lambda-s" in result.stdout and "--constant-weight" in result.stdout
+
+
+def test_memory_options_do_not_change_the_video(tmp_path, trained, capsys):
+    common = ["--subject", trained, "--prompt", "a <new1> dog", "--steps", "2", "--device", "cpu"]
+    assert generate(*common, "--out", tmp_path / "plain.gif") == 0
+    saving = ["--offload", "sequential", "--vae-chunk-size", "1"]
+    assert generate(*common, *saving, "--out", tmp_path / "saving.gif") == 0
+    plain, saving = (read_video(tmp_path / f"{n}.gif").astype(int) for n in ("plain", "saving"))
+    assert abs(plain - saving).max() <= 1  # float rounding of unmerged LoRA, not a change
+    assert generate(*common, "--vae-chunk-size", "0", "--out", tmp_path / "x.gif") == 2
+    assert generate(*common, "--base-config", "c.yaml", "--out", tmp_path / "y.gif") == 2
+    err = capsys.readouterr().err
+    assert "chunk size must be at least 1" in err and "only to 'videocrafter2:'" in err

@@ -122,3 +122,24 @@ def test_prompt_tokens_without_a_subject_are_stripped_and_unknown_ones_refused(t
         CustomCrafterPipeline(tiny_model, module)(
             "a <new2> cat", num_inference_steps=1, progress=False
         )
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_cpu_offload_gives_the_same_video(mode):
+    """Offload hooks move weights to the execution device (the CPU here, a GPU for users)
+    as layers run; the numbers and the subject module's weighting must not change."""
+    from customcrafter.models import build_tiny_t2v
+
+    def run(offload):
+        model = build_tiny_t2v()
+        module = _trained_looking_subject(model)
+        if offload:
+            model.enable_cpu_offload(offload, "cpu")
+            assert model.offload == offload and model.device == torch.device("cpu")
+            stored = next(model.unet.parameters()).device.type
+            assert stored == ("meta" if offload == "sequential" else "cpu")
+        return CustomCrafterPipeline(model, module)(
+            "a <new1> dog", num_inference_steps=8, num_frames=2, progress=False
+        ).videos
+
+    assert torch.allclose(run(None), run(mode), atol=1e-6)

@@ -247,3 +247,21 @@ def test_gradient_checkpointing_recomputes_stages_and_keeps_gradients():
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+def test_the_converter_consumes_every_key_of_the_full_size_checkpoint():
+    """All 2039 tensors of the real checkpoint, as meta tensors: each lands in a component
+    of the full-size model with its shape, or is a schedule buffer the settings regenerate."""
+    from customcrafter.models.openclip_text import OpenCLIPTextConfig
+    from customcrafter.models.vc2_convert import split_checkpoint
+    from customcrafter.models.vc2_vae import VC2_VAE_DDCONFIG, vae_config_from_ddconfig
+
+    spec = json.loads(SPEC.read_text())
+    state = {k: torch.empty(v, device="meta") for k, v in spec.items()}
+    parts = split_checkpoint(state)
+    assert parts.unet_config == VC2UNetConfig()
+    assert parts.text_config == OpenCLIPTextConfig()
+    assert parts.vae_config == {**vae_config_from_ddconfig(VC2_VAE_DDCONFIG), "sample_size": 256}
+    buffers = [k for k in spec if not k.startswith(("model.", "first_stage", "cond_stage"))]
+    assert len(buffers) == 13
+    assert len(parts.unet) + len(parts.vae) + len(parts.text) + len(buffers) == len(spec) == 2039

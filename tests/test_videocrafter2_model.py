@@ -162,3 +162,101 @@ def test_a_step_count_that_adds_a_sampler_step_keeps_the_schedule_aligned(golden
         "a <new1> dog", num_inference_steps=30, num_frames=1, height=16, width=16, progress=False
     )
     assert len(out.weights) == 31 and out.weights[:5] == [0.4] * 5 and out.weights[5:] == [0.8] * 26
+
+
+# --- conversion to safetensors components ----------------------------------------------------
+def _write_original(tmp_path, state, meta, tokenizer):
+    """The golden model as an original ``model.ckpt`` + YAML config + tokenizer folder."""
+    import yaml
+
+    torch.save({"state_dict": state}, tmp_path / "model.ckpt")
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump({"model": meta["config"]}))
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    return tmp_path / "model.ckpt", tmp_path / "model.yaml", tmp_path / "tokenizer"
+
+
+def test_convert_writes_components_that_reproduce_the_original(golden, tmp_path):
+    from customcrafter.cli import main
+    from customcrafter.models import load_base_model
+
+    state, meta, calls, tokenizer = golden
+    ckpt, yaml_path, tok = _write_original(tmp_path, state, meta, tokenizer)
+    out = tmp_path / "vc2"
+    args = ["convert", "videocrafter2", str(ckpt), str(out), "--tokenizer", str(tok)]
+    assert main([*args, "--config", str(yaml_path)]) == 0
+    for part in (
+        "unet/model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "scheduler/scheduler_config.json",
+        "tokenizer/tokenizer_config.json",
+    ):
+        assert (out / part).is_file(), part
+    # the VAE folder is a plain diffusers AutoencoderKL folder
+    from diffusers import AutoencoderKL
+
+    assert AutoencoderKL.from_pretrained(out / "vae").config.scaling_factor == 0.18215
+
+    model = load_base_model(str(out))  # offline: the tokenizer is bundled
+    assert model.name == str(out) and model.defaults.fps == 28 and model.defaults.eta == 1.0
+    assert model.tokenize(["a dog"])[0, -1] == 0
+    with torch.no_grad():
+        out_eps = model.predict(calls["unet.x"], calls["unet.t"], calls["unet.context"], 28)
+        assert torch.equal(
+            out_eps,
+            VideoCrafter2Model.from_state_dict(state, tokenizer).predict(
+                calls["unet.x"], calls["unet.t"], calls["unet.context"], 28
+            ),
+        )
+        assert (out_eps - calls["unet.out"]).abs().max() <= 1e-5 * calls["unet.out"].abs().max()
+    x0, noise, t = torch.randn(1, 4, 2, 4, 4), torch.randn(1, 4, 2, 4, 4), torch.tensor([700])
+    abar = state["alphas_cumprod"][700]
+    expected = abar.sqrt() * state["scale_arr"][700] * x0 + (1 - abar).sqrt() * noise
+    assert torch.allclose(model.add_noise(x0, noise, t), expected, atol=1e-6)
+
+    # the subject token works with the bundled tokenizer
+    from customcrafter.subject import SpatialSubjectModule
+
+    SpatialSubjectModule.create(model, {"<new1>": "dog"})
+    new_id = model.tokenizer.convert_tokens_to_ids("<new1>")
+    assert new_id == len(model.tokenizer) - 1
+    assert new_id in model.tokenize(["a <new1> dog"])[0].tolist()
+
+    # a second conversion does not clobber the first without --overwrite; half precision
+    assert main([*args]) == 2
+    assert main([*args, "--overwrite", "--dtype", "float16"]) == 0
+    assert load_base_model(str(out)).dtype == torch.float16
+
+
+def test_convert_refuses_checkpoints_it_cannot_account_for(golden, tmp_path):
+    from customcrafter.models.vc2_convert import split_checkpoint
+
+    state, meta, _, _ = golden
+    with pytest.raises(UserError, match="no component uses.*ema_decay"):
+        split_checkpoint({**state, "ema_decay": torch.tensor(0.99)})
+    no_scaling = {**meta["config"]["params"], "use_scale": False}
+    with pytest.raises(UserError, match="scale_arr"):
+        split_checkpoint(state, no_scaling)
+    wrong = dict(state)
+    wrong["alphas_cumprod"] = wrong["alphas_cumprod"] * 0.5
+    with pytest.raises(UserError, match="alphas_cumprod differs"):
+        split_checkpoint(wrong)
+    broken = {k: v for k, v in state.items() if "ln_final.weight" not in k}
+    with pytest.raises(UserError, match="ln_final"):
+        split_checkpoint(broken)
+
+
+def test_a_failed_conversion_leaves_no_output(golden, tmp_path, monkeypatch):
+    from customcrafter.models import vc2_convert
+    from customcrafter.models.videocrafter2 import convert_videocrafter2
+
+    state, meta, _, tokenizer = golden
+    ckpt, _, _ = _write_original(tmp_path, state, meta, tokenizer)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(vc2_convert, "write_json", fail)
+    with pytest.raises(OSError, match="disk full"):
+        convert_videocrafter2(ckpt, tmp_path / "out", tokenizer=tokenizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt", "model.yaml", "tokenizer"]

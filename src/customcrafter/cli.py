@@ -1,4 +1,4 @@
-"""The ``customcrafter`` command: ``train``, ``generate`` and ``demo``."""
+"""The ``customcrafter`` command: ``train``, ``generate``, ``convert`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from .config import TrainConfig, load_config_file, merge_config
 from .errors import UserError
 
 TRAIN_HELP = {
-    "base": "base model: 'tiny', or a diffusers text-to-video folder / hub id",
+    "base": "base model: 'tiny', a diffusers text-to-video folder / hub id, "
+    "'videocrafter2:/path/model.ckpt' or a converted VideoCrafter2 folder",
+    "base_config": "original YAML config of a videocrafter2: checkpoint (default: read off the tensors)",
+    "vae_chunk_size": "frames per VAE call; lower it to save memory (default: the model's)",
     "instance_data_dir": "folder with 3-10 photos of the subject (jpg, png, webp)",
     "instance_prompt": "prompt with the subject's new token, e.g. 'video of a <new1> dog'",
     "class_prompt": "prompt for the subject's class, e.g. 'video of a dog' (prior preservation)",
@@ -87,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--base", help="base model (default: the one the subject module was trained on)"
     )
+    gen.add_argument("--base-config", help=TRAIN_HELP["base_config"])
     gen.add_argument(
         "--subject", help="subject module: training output folder or .safetensors file"
     )
@@ -124,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float32", "float16", "bfloat16"],
         help="default: float16 on cuda, else float32",
     )
+    gen.add_argument("--vae-chunk-size", type=int, help=TRAIN_HELP["vae_chunk_size"])
+    gen.add_argument(
+        "--offload",
+        choices=["model", "sequential"],
+        help="keep weights in CPU memory for small GPUs: 'model' moves one component at a "
+        "time to the GPU, 'sequential' one layer at a time (least memory, slowest)",
+    )
     gen.add_argument(
         "--unmerged",
         action="store_true",
@@ -135,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="load a subject module onto a base model with other weights",
     )
     gen.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+    convert = sub.add_parser(
+        "convert", help="convert an original checkpoint into fast-loading safetensors"
+    )
+    convert.add_argument("kind", choices=["videocrafter2"], help="the checkpoint's model")
+    convert.add_argument("checkpoint", help="the original model.ckpt")
+    convert.add_argument("out_dir", help="folder to write; use it later as --base OUT_DIR")
+    convert.add_argument("--config", help="original YAML config (default: read off the tensors)")
+    convert.add_argument(
+        "--tokenizer",
+        help="folder or hub id of the CLIP tokenizer to bundle "
+        "(default: $CUSTOMCRAFTER_OPENCLIP_TOKENIZER or the ViT-H-14 one in the HF cache)",
+    )
+    convert.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        help="store the weights in this precision (default: as in the checkpoint)",
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace OUT_DIR")
 
     demo = sub.add_parser("demo", help="learn a subject and generate videos, offline, on the CPU")
     demo.add_argument("--output-dir", default="demo-output")
@@ -195,6 +225,9 @@ def _generate(args: argparse.Namespace) -> None:
         device=device,
         dtype=dtype,
         strict=not args.allow_base_mismatch,
+        base_config=args.base_config,
+        vae_chunk_size=args.vae_chunk_size,
+        offload=args.offload,
     )
     if args.no_subject:
         schedule = DynamicWeightSchedule.off()
@@ -225,6 +258,22 @@ def _generate(args: argparse.Namespace) -> None:
         print(f"wrote {gif}")
 
 
+def _convert(args: argparse.Namespace) -> None:
+    import torch
+
+    from .models.videocrafter2 import convert_videocrafter2, load_openclip_tokenizer
+
+    out = convert_videocrafter2(
+        args.checkpoint,
+        args.out_dir,
+        config=args.config,
+        tokenizer=load_openclip_tokenizer(args.tokenizer),
+        dtype=getattr(torch, args.dtype) if args.dtype else None,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out}; use it with --base {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -233,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             _train(args)
         elif args.command == "generate":
             _generate(args)
+        elif args.command == "convert":
+            _convert(args)
         elif args.command == "demo":
             from .demo import run_demo
 

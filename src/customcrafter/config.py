@@ -28,6 +28,8 @@ class TrainConfig:
     """
 
     base: str = "tiny"
+    base_config: str | None = None
+    vae_chunk_size: int | None = None
     instance_data_dir: str = ""
     instance_prompt: str = ""
     class_prompt: str = ""

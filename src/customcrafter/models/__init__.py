@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from ..errors import UserError
@@ -20,22 +22,39 @@ BASE_MODEL_HELP = (
     "'tiny' (a randomly initialised test model whose output is noise), "
     "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
     "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
-    "or 'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint)"
+    "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
+    "or a folder written by 'customcrafter convert videocrafter2'"
 )
 
 
 def load_base_model(
-    spec: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    spec: str,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    config: str | Path | None = None,
+    vae_chunk_size: int | None = None,
 ) -> BaseVideoModel:
-    """Load the base model named by ``spec`` (see ``BASE_MODEL_HELP``), frozen, in eval mode."""
+    """Load the base model named by ``spec`` (see ``BASE_MODEL_HELP``), frozen, in eval mode.
+
+    ``config`` is the original YAML config of a ``videocrafter2:`` checkpoint (by default
+    its architecture is read off the tensors); ``vae_chunk_size`` the frames per VAE call.
+    """
+    from .vc2_convert import is_converted
+
     if not spec:
         raise UserError(f"no base model given; use one of: {BASE_MODEL_HELP}")
+    if config and not spec.startswith("videocrafter2:"):
+        raise UserError("a base config applies only to 'videocrafter2:' checkpoints")
     if spec == "tiny":
         model: BaseVideoModel = build_tiny_t2v()
     elif spec.startswith("videocrafter2:"):
         from .videocrafter2 import load_videocrafter2
 
-        model = load_videocrafter2(spec.removeprefix("videocrafter2:"))
+        model = load_videocrafter2(spec.removeprefix("videocrafter2:"), config=config)
+    elif is_converted(spec):
+        from .videocrafter2 import VideoCrafter2Model
+
+        model = VideoCrafter2Model.from_converted(spec)
     elif spec.startswith("diffusers:") or ":" not in spec:
         model = DiffusersT2VModel.from_pretrained(
             spec.removeprefix("diffusers:"), torch_dtype=dtype
@@ -43,6 +62,10 @@ def load_base_model(
     else:
         kind = spec.split(":", 1)[0]
         raise UserError(f"unknown base model kind {kind!r}; use one of: {BASE_MODEL_HELP}")
+    if vae_chunk_size is not None:
+        if vae_chunk_size < 1:
+            raise UserError(f"the VAE chunk size must be at least 1, got {vae_chunk_size}")
+        model.vae_chunk_size = vae_chunk_size
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model

@@ -70,6 +70,9 @@ class BaseVideoModel(ABC):
         self.defaults = defaults
         self.vae_chunk_size = vae_chunk_size
         self.vae_scale_factor = vae_scale_factor(vae)
+        #: ``None``, ``"model"`` or ``"sequential"`` once ``enable_cpu_offload`` ran
+        self.offload: str | None = None
+        self._execution_device: torch.device | None = None
         self.freeze()
 
     # --- text ---------------------------------------------------------------------------
@@ -111,7 +114,7 @@ class BaseVideoModel(ABC):
         encoded frame by frame (in chunks of ``vae_chunk_size``) by a 2D diffusers VAE."""
         b, _, f, h, w = video.shape
         frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, 3, h, w)
-        frames = frames.to(device=self.vae.device, dtype=self.vae.dtype)
+        frames = frames.to(device=self.device, dtype=self.vae.dtype)
         chunks = []
         for chunk in frames.split(self.vae_chunk_size):
             dist = self.vae.encode(chunk).latent_dist
@@ -124,9 +127,7 @@ class BaseVideoModel(ABC):
         """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents, frame by frame."""
         b, c, f, h, w = latents.shape
         flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        flat = (
-            flat.to(device=self.vae.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
-        )
+        flat = flat.to(device=self.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
         frames = torch.cat([self.vae.decode(x).sample for x in flat.split(self.vae_chunk_size)])
         return frames.reshape(b, f, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
 
@@ -162,6 +163,9 @@ class BaseVideoModel(ABC):
     # --- housekeeping ----------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
+        """Where the model computes (with CPU offload: the accelerator, not the storage)."""
+        if self._execution_device is not None:
+            return self._execution_device
         return next(self.unet.parameters()).device
 
     @property
@@ -170,10 +174,47 @@ class BaseVideoModel(ABC):
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if kwargs and self.offload:
+            raise RuntimeError("the model is CPU-offloaded; choose the device before offloading")
         if kwargs:
             for module in (self.unet, self.vae, self.text_encoder):
                 module.to(**kwargs)
         return self
+
+    def enable_cpu_offload(self, mode: str, device: torch.device | str = "cuda") -> None:
+        """Keep the weights in CPU memory and compute on ``device`` (accelerate hooks).
+
+        ``"model"`` moves each component (text encoder, UNet, VAE) to ``device`` while it runs
+        and back when the next one starts: little slower, the UNet alone must fit.
+        ``"sequential"`` streams every layer's weights to ``device`` as it runs: the least
+        accelerator memory, several times slower. Call it after the subject module is
+        loaded; LoRA then runs unmerged.
+        """
+        from accelerate import cpu_offload, cpu_offload_with_hook
+
+        if mode not in ("model", "sequential"):
+            raise ValueError(f"offload mode must be 'model' or 'sequential', got {mode!r}")
+        if self.offload:
+            raise RuntimeError(f"CPU offload ({self.offload}) is already on")
+        device = torch.device(device)
+        self.to(device="cpu")
+        components = (self.text_encoder, self.unet, self.vae)
+        if mode == "sequential":
+            for module in components:
+                cpu_offload(module, execution_device=device)
+        else:
+            hook = None
+            self._offload_hooks = []
+            for module in components:
+                _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
+                self._offload_hooks.append(hook)
+        self.offload = mode
+        self._execution_device = device
+
+    def release_offloaded(self) -> None:
+        """With ``"model"`` offload: move the last component used back to the CPU."""
+        for hook in getattr(self, "_offload_hooks", []):
+            hook.offload()
 
     def freeze(self) -> None:
         for module in (self.unet, self.vae, self.text_encoder):

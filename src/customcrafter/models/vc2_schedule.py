@@ -46,6 +46,17 @@ class VC2NoiseSchedule:
     ):
         self.num_train_timesteps = int(num_train_timesteps)
         self.use_scale = bool(use_scale)
+        #: the settings, as keyword arguments that rebuild this schedule
+        self.config = {
+            "num_train_timesteps": self.num_train_timesteps,
+            "linear_start": float(linear_start),
+            "linear_end": float(linear_end),
+            "use_scale": self.use_scale,
+            "scale_a": float(scale_a),
+            "scale_b": float(scale_b),
+            "scale_mid_step": int(scale_mid_step),
+            "fix_scale_bug": bool(fix_scale_bug),
+        }
         # "linear" in LDM is linear in sqrt(beta), computed in float64 and stored as float32
         betas64 = (
             torch.linspace(

@@ -8,6 +8,7 @@ ViT-H-14 text tower (``cond_stage_model.model.*``) and the schedule buffers. It 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,14 +18,18 @@ import torch
 
 from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults
-from .openclip_text import OpenCLIPTextConfig, OpenCLIPTextEncoder, extract_text_state_dict
+from .openclip_text import OpenCLIPTextEncoder
+from .vc2_convert import (
+    UNET_PREFIX,
+    VC2Components,
+    build_modules,
+    read_converted,
+    read_original_config,
+    split_checkpoint,
+    write_converted,
+)
 from .vc2_schedule import VC2NoiseSchedule
-from .vc2_unet import SPATIAL_BLOCK_PATTERN, VC2UNet, VC2UNetConfig, infer_config_from_state_dict
-from .vc2_vae import VC2_SCALE_FACTOR, load_vc2_vae
-
-UNET_PREFIX = "model.diffusion_model."
-TEXT_PREFIX = "cond_stage_model.model."
-VAE_PREFIX = "first_stage_model."
+from .vc2_unet import SPATIAL_BLOCK_PATTERN, VC2UNet
 
 # OpenCLIP ViT-H-14 uses OpenAI CLIP's BPE vocabulary; this hub repository ships it in the
 # transformers format. Point $CUSTOMCRAFTER_OPENCLIP_TOKENIZER at a local copy to use another.
@@ -86,16 +91,49 @@ def load_openclip_tokenizer(source: str | None = None):
     return tokenizer
 
 
-def load_videocrafter2(checkpoint: str | Path, tokenizer=None) -> VideoCrafter2Model:
-    """Load the original ``model.ckpt``; the architecture is inferred from its tensors."""
+def load_videocrafter2(
+    checkpoint: str | Path, tokenizer=None, config: str | Path | Mapping | None = None
+) -> VideoCrafter2Model:
+    """Load an original ``model.ckpt``, or a folder written by ``convert_videocrafter2``.
+
+    ``config`` is the original YAML config (a path, or its ``model.params`` mapping); without
+    it the architecture is read off the tensors and VideoCrafter2's schedule is used.
+    """
+    from .vc2_convert import is_converted
+
+    if is_converted(checkpoint):
+        return VideoCrafter2Model.from_converted(checkpoint)
+    params = read_original_config(config) if isinstance(config, (str, Path)) else config
     state = read_checkpoint(checkpoint)
     return VideoCrafter2Model.from_state_dict(
-        state, tokenizer or load_openclip_tokenizer(), name=f"videocrafter2:{checkpoint}"
+        state,
+        tokenizer or load_openclip_tokenizer(),
+        name=f"videocrafter2:{checkpoint}",
+        config=params,
     )
 
 
-def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+def convert_videocrafter2(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    config: str | Path | Mapping | None = None,
+    tokenizer=None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an original ``model.ckpt`` as a folder of safetensors components (see
+    ``vc2_convert``) that ``--base OUT_DIR`` loads memory-mapped and offline."""
+    params = read_original_config(config) if isinstance(config, (str, Path)) else config
+    components = split_checkpoint(read_checkpoint(checkpoint), params)
+    return write_converted(
+        components,
+        tokenizer or load_openclip_tokenizer(),
+        out_dir,
+        VC2_DEFAULTS,
+        source=Path(checkpoint).name,
+        dtype=dtype,
+        overwrite=overwrite,
+    )
 
 
 class VideoCrafter2Model(BaseVideoModel):
@@ -129,25 +167,32 @@ class VideoCrafter2Model(BaseVideoModel):
         """Build from the checkpoint's tensors. ``config`` is the original model config's
         ``params`` (``unet_config``, ``first_stage_config``, schedule settings); without it
         the architecture is inferred from the tensors and the VideoCrafter2 settings used."""
-        params = dict(config or {})
-        unet_sd = _strip(state, UNET_PREFIX)
-        if "unet_config" in params:
-            unet_config = VC2UNetConfig.from_dict(params["unet_config"]["params"])
-        else:
-            unet_config = infer_config_from_state_dict(unet_sd)
-        unet = VC2UNet(unet_config)
-        _load_strict(unet, unet_sd, "UNet")
-        ddconfig = params.get("first_stage_config", {}).get("params", {}).get("ddconfig")
-        vae = load_vc2_vae(
-            state,
-            ddconfig=ddconfig or infer_ddconfig(_strip(state, VAE_PREFIX)),
-            scale_factor=params.get("scale_factor", VC2_SCALE_FACTOR),
-        )
-        text_sd = extract_text_state_dict(state, TEXT_PREFIX)
-        text_encoder = OpenCLIPTextEncoder(OpenCLIPTextConfig.from_state_dict(text_sd))
-        _load_strict(text_encoder, text_sd, "text encoder")
-        schedule = VC2NoiseSchedule.from_ldm_params(params) if params else VC2NoiseSchedule()
+        return cls.from_components(split_checkpoint(state, config), tokenizer, name)
+
+    @classmethod
+    def from_components(
+        cls, components: VC2Components, tokenizer, name: str = "videocrafter2"
+    ) -> VideoCrafter2Model:
+        """Assemble from split components; the modules share the components' tensors."""
+        unet, vae, text_encoder = build_modules(components)
+        schedule = VC2NoiseSchedule(**components.schedule)
         return cls(name, unet, vae, text_encoder, tokenizer, schedule)
+
+    @classmethod
+    def from_converted(cls, folder: str | Path) -> VideoCrafter2Model:
+        """Load a folder written by ``convert_videocrafter2`` (memory-mapped safetensors)."""
+        from transformers import CLIPTokenizer
+
+        index, components = read_converted(folder)
+        model = cls.from_components(components, None, name=str(folder))
+        try:
+            model.tokenizer = CLIPTokenizer.from_pretrained(Path(folder) / "tokenizer")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{folder} has no readable tokenizer/: {exc}") from exc
+        model.tokenizer.pad_token = "!"  # open_clip pads with id 0
+        model.tokenizer.model_max_length = components.text_config.context_length
+        model.defaults = ModelDefaults(**index.get("defaults", dataclasses.asdict(VC2_DEFAULTS)))
+        return model
 
     # --- text ---------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -173,37 +218,3 @@ class VideoCrafter2Model(BaseVideoModel):
 
     def make_sampler(self):
         return self.schedule.make_sampler()
-
-
-def infer_ddconfig(vae_state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """The LDM VAE's ``ddconfig`` read off its tensors (keys without ``first_stage_model.``)."""
-    ch, in_channels = vae_state["encoder.conv_in.weight"].shape[:2]
-    levels = 1 + max(int(k.split(".")[2]) for k in vae_state if k.startswith("encoder.down."))
-    blocks = 1 + max(
-        int(k.split(".")[4]) for k in vae_state if k.startswith("encoder.down.0.block.")
-    )
-    mult = [
-        vae_state[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in range(levels)
-    ]
-    z_channels = vae_state["decoder.conv_in.weight"].shape[1]
-    return {
-        "double_z": vae_state["encoder.conv_out.weight"].shape[0] == 2 * z_channels,
-        "z_channels": z_channels,
-        "resolution": 256,
-        "in_channels": in_channels,
-        "out_ch": vae_state["decoder.conv_out.weight"].shape[0],
-        "ch": ch,
-        "ch_mult": mult,
-        "num_res_blocks": blocks,
-        "attn_resolutions": [],
-        "dropout": 0.0,
-    }
-
-
-def _load_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
-    result = module.load_state_dict(dict(state), strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise UserError(
-            f"the checkpoint's {what} does not match the VideoCrafter2 architecture: "
-            f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
-        )

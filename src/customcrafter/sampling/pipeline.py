@@ -48,9 +48,18 @@ class CustomCrafterPipeline:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         strict: bool = True,
+        base_config: str | Path | None = None,
+        vae_chunk_size: int | None = None,
+        offload: str | None = None,
     ) -> CustomCrafterPipeline:
         """Load a base model (by default the one the subject module was trained on) and the
-        subject module file or training folder ``subject``."""
+        subject module file or training folder ``subject``.
+
+        ``base_config``: the original YAML config of a VideoCrafter2 checkpoint.
+        ``vae_chunk_size``: frames per VAE call (lower it to save memory).
+        ``offload``: ``"model"`` or ``"sequential"`` CPU offload onto ``device`` (see
+        ``BaseVideoModel.enable_cpu_offload``) for GPUs too small to hold the model.
+        """
         from ..models import load_base_model
         from ..subject import read_metadata
 
@@ -58,10 +67,15 @@ class CustomCrafterPipeline:
             if subject is None:
                 raise UserError("give a base model or a subject module")
             base = read_metadata(subject).base_model
-        model = load_base_model(base, device=device, dtype=dtype)
+        storage = "cpu" if offload else device
+        model = load_base_model(
+            base, device=storage, dtype=dtype, config=base_config, vae_chunk_size=vae_chunk_size
+        )
         module = SpatialSubjectModule.load(subject, model, strict=strict) if subject else None
-        if module is not None and (device is not None or dtype is not None):
-            model.to(device=device, dtype=dtype)
+        if module is not None and (storage is not None or dtype is not None):
+            model.to(device=storage, dtype=dtype)
+        if offload:
+            model.enable_cpu_offload(offload, device or "cuda")
         return cls(model, module)
 
     def _prepare_prompts(self, prompts: list[str]) -> list[str]:
@@ -158,7 +172,7 @@ class CustomCrafterPipeline:
         # some samplers (VideoCrafter2's DDIM) take one step more than asked for
         steps = len(sampler.timesteps)
         weights = [0.0] * steps if self.subject is None else schedule.weights(steps)
-        with self._weighting(fold_lora) as apply_weight:
+        with self._weighting(fold_lora and not model.offload) as apply_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
             ):
@@ -174,5 +188,6 @@ class CustomCrafterPipeline:
                 latents = sampler.step(out, t, latents, eta=eta, generator=generator).prev_sample
 
         videos = model.decode_video(latents).float().cpu()
+        model.release_offloaded()
         videos = ((videos + 1) / 2).clamp(0, 1)
         return VideoOutput(videos=videos, weights=weights, prompts=prompts)

@@ -167,7 +167,9 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
     if model is None:
-        model = load_base_model(config.base)
+        model = load_base_model(
+            config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
+        )
     model.to(accelerator.device)
     height = config.height or model.defaults.height
     width = config.width or model.defaults.width
