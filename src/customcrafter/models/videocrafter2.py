@@ -181,16 +181,14 @@ class VideoCrafter2Model(BaseVideoModel):
     @classmethod
     def from_converted(cls, folder: str | Path) -> VideoCrafter2Model:
         """Load a folder written by ``convert_videocrafter2`` (memory-mapped safetensors)."""
-        from transformers import CLIPTokenizer
+        from transformers import AutoTokenizer
 
         index, components = read_converted(folder)
         model = cls.from_components(components, None, name=str(folder))
-        try:
-            model.tokenizer = CLIPTokenizer.from_pretrained(Path(folder) / "tokenizer")
+        try:  # saved with its padding and length settings (id 0 padding for OpenCLIP)
+            model.tokenizer = AutoTokenizer.from_pretrained(Path(folder) / "tokenizer")
         except (OSError, ValueError) as exc:
             raise UserError(f"{folder} has no readable tokenizer/: {exc}") from exc
-        model.tokenizer.pad_token = "!"  # open_clip pads with id 0
-        model.tokenizer.model_max_length = components.text_config.context_length
         model.defaults = ModelDefaults(**index.get("defaults", dataclasses.asdict(VC2_DEFAULTS)))
         return model
 

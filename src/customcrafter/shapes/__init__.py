@@ -1,0 +1,1 @@
+"""The shapes world, its detectors and the small model trained on it."""

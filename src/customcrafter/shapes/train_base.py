@@ -1,0 +1,297 @@
+"""Train the shapes model from scratch on the shapes world, reproducibly from a seed.
+
+Two stages, both on fresh clips drawn from ``(seed, step)`` so that a resumed run sees the
+same data as an uninterrupted one:
+
+1. the VAE (32x32 frames to 8x8x4 latents): reconstruction loss with a light KL term, on
+   world frames and on generic two-tone textured shapes, so that it can also reproduce
+   patterns the world never shows (an image autoencoder knows no words; the subjects'
+   exact shape-and-pattern combinations are not singled out). Its latent scale factor is
+   set from the data afterwards, as Stable Diffusion's 0.18215 was.
+2. the text tower and the UNet together, with the VideoCrafter2 noise schedule (signal
+   scaling included), captions with parts left out (so "a red star" means something on
+   its own) and 10% empty captions for classifier-free guidance. An exponential moving
+   average of the weights is what gets exported.
+
+Output folder: ``model/`` (a converted model folder: ``--base DIR/model``),
+``train-state.pt`` (resumable, written atomically every ``checkpoint_every`` steps) and
+``train-log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..io.files import atomic_path
+from ..models.shapes import UNET_CONFIG, VAE_CONFIG, build_shapes_model
+from ..models.vc2_convert import VC2Components, write_converted
+from .world import (
+    BACKGROUNDS,
+    OBJECT_COLORS,
+    SHAPES,
+    ClipSpec,
+    Subject,
+    caption,
+    random_spec,
+    render_clip,
+)
+
+
+@dataclass
+class BaseRecipe:
+    """Everything that defines a shapes-model training run."""
+
+    seed: int = 0
+    vae_steps: int = 800
+    vae_batch_size: int = 64
+    vae_learning_rate: float = 1e-3
+    vae_kl_weight: float = 1e-5
+    steps: int = 3000
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    checkpoint_every: int = 250
+
+
+def _rng(seed: int, stage: int, step: int) -> np.random.Generator:
+    return np.random.default_rng([seed, stage, step])
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``[..., h, w, 3]`` -> float ``[..., 3, h, w]`` in [-1, 1]."""
+    x = torch.from_numpy(frames).float().div(127.5).sub(1.0)
+    return x.movedim(-1, -3)
+
+
+def textured_frame(rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """A random shape painted with a random two-tone pattern on a random background."""
+    colors = list(OBJECT_COLORS.values()) + list(BACKGROUNDS.values())
+    a, b = rng.choice(len(colors), 2, replace=False)
+    pattern = str(rng.choice(["stripes", "checker", "face"]))
+    shape = str(rng.choice(SHAPES))
+    thing = Subject("texture", shape, "", pattern, colors[a], colors[b])
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    canvas[:] = colors[int(rng.integers(len(colors)))]
+    r = rng.uniform(5.0, 10.0)
+    cx, cy = rng.uniform(r, size - r, 2)
+    thing.paint(canvas, cx, cy, r)
+    return canvas
+
+
+def vae_batch(seed: int, step: int, count: int) -> torch.Tensor:
+    """Half world frames, half textured frames, ``[count, 3, 32, 32]``."""
+    rng = _rng(seed, 1, step)
+    frames = []
+    for i in range(count):
+        if i % 2:
+            frames.append(textured_frame(rng))
+        else:
+            clip = render_clip(random_spec(rng), int(rng.integers(2**31)))
+            frames.append(clip[int(rng.integers(len(clip)))])
+    return _to_tensor(np.stack(frames))
+
+
+def training_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
+    """The clip's caption, sometimes with its motion or background (or both) left out, or
+    with a "video of" prefix."""
+    draw = rng.random()
+    if draw < 0.15:
+        text = f"a {spec.color} {spec.shape} {spec.motion}"
+    elif draw < 0.3:
+        text = f"a {spec.color} {spec.shape} on a {spec.background} background"
+    elif draw < 0.4:
+        text = f"a {spec.color} {spec.shape}"
+    else:
+        text = caption(spec.color, spec.shape, spec.motion, spec.background)
+    if rng.random() < 0.2:
+        text = "video of " + text
+    return text
+
+
+def diffusion_batch(recipe: BaseRecipe, step: int):
+    """``(video [b, 3, f, h, w], captions)`` for one training step."""
+    rng = _rng(recipe.seed, 2, step)
+    specs = [random_spec(rng) for _ in range(recipe.batch_size)]
+    clips = np.stack([render_clip(s, int(rng.integers(2**31))) for s in specs])
+    captions = [
+        "" if rng.random() < recipe.caption_dropout else training_caption(s, rng) for s in specs
+    ]
+    video = _to_tensor(clips).permute(0, 2, 1, 3, 4)  # [b, f, 3, h, w] -> [b, 3, f, h, w]
+    return video, captions
+
+
+class _State:
+    """Training state saved to ``train-state.pt`` (atomically) and resumed from it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
+    def save(self, state: dict) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+
+def train_base(
+    out_dir: str | Path, recipe: BaseRecipe | None = None, progress: bool = True
+) -> Path:
+    """Run (or resume) the recipe in ``out_dir``; returns the exported model folder."""
+    recipe = recipe or BaseRecipe()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = _State(out / "train-state.pt")
+    saved = store.load()
+    if saved is not None and saved["recipe"] != dataclasses.asdict(recipe):
+        from ..errors import UserError
+
+        raise UserError(
+            f"{out} holds a run with other settings ({saved['recipe']}); "
+            "use another --out or the same settings"
+        )
+    model = build_shapes_model(recipe.seed)
+    log = (out / "train-log.jsonl").open("a")
+
+    # --- stage 1: the VAE ------------------------------------------------------------------
+    vae = model.vae
+    vae.requires_grad_(True).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_learning_rate, weight_decay=0.0)
+    start = 0
+    if saved is not None:
+        vae.load_state_dict(saved["vae"])
+        if saved["stage"] == "vae":
+            opt.load_state_dict(saved["opt"])
+            start = saved["step"]
+        else:
+            start = recipe.vae_steps
+    bar = tqdm(range(start, recipe.vae_steps), desc="VAE", disable=not progress, initial=start)
+    for step in bar:
+        x = vae_batch(recipe.seed, step, recipe.vae_batch_size)
+        dist = vae.encode(x).latent_dist
+        gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
+        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        rec = F.mse_loss(recon, x)
+        kl = dist.kl().mean() / z[0].numel()
+        loss = rec + recipe.vae_kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(rec=f"{rec.item():.4f}")
+        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.vae_steps:
+            store.save(
+                {
+                    "recipe": dataclasses.asdict(recipe),
+                    "stage": "vae",
+                    "step": step + 1,
+                    "vae": vae.state_dict(),
+                    "opt": opt.state_dict(),
+                }
+            )
+            log.write(json.dumps({"stage": "vae", "step": step + 1, "rec": rec.item()}) + "\n")
+            log.flush()
+    vae.requires_grad_(False).eval()
+    with torch.no_grad():
+        latents = torch.cat(
+            [vae.encode(vae_batch(recipe.seed, 10**6 + i, 64)).latent_dist.mean for i in range(4)]
+        )
+    scale = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scale)
+
+    # --- stage 2: text tower and UNet --------------------------------------------------------
+    unet, text = model.unet, model.text_encoder
+    params = [*unet.parameters(), *text.parameters()]
+    for module in (unet, text):
+        module.requires_grad_(True).train()
+    opt = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=1e-2)
+    ema = [p.detach().clone() for p in params]
+    start = 0
+    if saved is not None and saved["stage"] == "diffusion":
+        unet.load_state_dict(saved["unet"])
+        text.load_state_dict(saved["text"])
+        opt.load_state_dict(saved["opt"])
+        ema = saved["ema"]
+        start = saved["step"]
+    fps = model.defaults.fps
+    bar = tqdm(range(start, recipe.steps), desc="UNet", disable=not progress, initial=start)
+    began = time.perf_counter()
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = recipe.learning_rate * min(1.0, (step + 1) / recipe.warmup_steps)
+        video, captions = diffusion_batch(recipe, step)
+        gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 7 + step)
+        with torch.no_grad():
+            x0 = model.encode_video(video, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=gen)
+        context = text(model.tokenize(captions))
+        pred = model.predict(model.add_noise(x0, noise, t), t, context, fps)
+        loss = F.mse_loss(pred, model.training_target(x0, noise, t))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(recipe.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % recipe.checkpoint_every == 0 or step + 1 == recipe.steps:
+            store.save(
+                {
+                    "recipe": dataclasses.asdict(recipe),
+                    "stage": "diffusion",
+                    "step": step + 1,
+                    "vae": vae.state_dict(),
+                    "unet": unet.state_dict(),
+                    "text": text.state_dict(),
+                    "opt": opt.state_dict(),
+                    "ema": ema,
+                }
+            )
+            entry = {"stage": "unet", "step": step + 1, "loss": loss.item()}
+            entry["seconds"] = round(time.perf_counter() - began, 1)
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+    log.close()
+
+    # --- export the averaged weights -----------------------------------------------------------
+    with torch.no_grad():
+        for p, e in zip(params, ema, strict=True):
+            p.copy_(e)
+    return export(model, out / "model")
+
+
+def export(model, folder: Path) -> Path:
+    """Write the model in the converted-folder format (what ``--base`` loads)."""
+    vae_config = {k: v for k, v in dict(model.vae.config).items() if k in VAE_CONFIG}
+    components = VC2Components(
+        unet_config=UNET_CONFIG,
+        unet=dict(model.unet.state_dict()),
+        vae_config=vae_config,
+        vae=dict(model.vae.state_dict()),
+        text_config=model.text_encoder.config,
+        text=dict(model.text_encoder.state_dict()),
+        schedule=model.schedule.config,
+    )
+    return write_converted(
+        components,
+        model.tokenizer,
+        folder,
+        model.defaults,
+        source="customcrafter shapes train-base",
+        overwrite=True,
+    )
