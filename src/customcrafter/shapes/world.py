@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -125,22 +126,26 @@ class Subject:
     pattern: str
     color_a: tuple[int, int, int]
     color_b: tuple[int, int, int]
+    #: size of the pattern's bands, cells or features, as a fraction of the radius
+    scale: float = 0.5
 
     def paint(self, canvas: np.ndarray, cx: float, cy: float, r: float) -> None:
         """Draw the subject onto ``canvas`` ``[size, size, 3]`` in place."""
         size = canvas.shape[0]
         mask = shape_mask(self.class_word, cx, cy, r, size)
         xs, ys = _grid(size)
-        if self.pattern == "stripes":  # horizontal bands, 4 across the object
-            band = np.floor((ys - cy + r) / (r / 2)).astype(int) % 2 == 0
+        cell = r * self.scale
+        if self.pattern == "stripes":  # horizontal bands of height `cell`
+            band = np.floor((ys - cy + r) / cell).astype(int) % 2 == 0
         elif self.pattern == "checker":
-            cell = r / 2
             band = (np.floor((xs - cx) / cell) + np.floor((ys - cy) / cell)).astype(int) % 2 == 0
-        elif self.pattern == "face":  # eyes and a mouth in color_b
-            eyes = ((xs - (cx - 0.4 * r)) ** 2 + (ys - (cy - 0.3 * r)) ** 2 <= (0.18 * r) ** 2) | (
-                (xs - (cx + 0.4 * r)) ** 2 + (ys - (cy - 0.3 * r)) ** 2 <= (0.18 * r) ** 2
+        elif self.pattern == "face":  # eyes and a mouth in color_b, sized by `scale`
+            k = self.scale / 0.5
+            eye = (0.18 * k * r) ** 2
+            eyes = ((xs - (cx - 0.4 * r)) ** 2 + (ys - (cy - 0.3 * r)) ** 2 <= eye) | (
+                (xs - (cx + 0.4 * r)) ** 2 + (ys - (cy - 0.3 * r)) ** 2 <= eye
             )
-            mouth = (abs(ys - (cy + 0.4 * r)) <= 0.12 * r) & (abs(xs - cx) <= 0.45 * r)
+            mouth = (abs(ys - (cy + 0.4 * r)) <= 0.12 * k * r) & (abs(xs - cx) <= 0.45 * r)
             band = ~(eyes | mouth)
         else:
             raise ValueError(f"unknown pattern {self.pattern!r}")
@@ -152,19 +157,21 @@ SUBJECTS: dict[str, Subject] = {
     s.name: s
     for s in (
         Subject(
-            "striped-star", "star", "a star with yellow and red stripes", "stripes",
-            (240, 210, 40), (215, 35, 35),
+            "striped-star", "star", "a star with a yellow band over a red one", "stripes",
+            (240, 210, 40), (215, 35, 35), 1.0,
         ),
         Subject(
-            "checkered-ring", "ring", "a ring checkered blue and yellow", "checker",
-            (40, 90, 235), (240, 210, 40),
+            "checkered-ring", "ring", "a ring in blue and yellow quarters", "checker",
+            (40, 90, 235), (240, 210, 40), 1.0,
         ),
         Subject(
-            "smiley", "circle", "a green disk with a face", "face",
-            (40, 175, 60), (20, 20, 20),
+            "smiley", "circle", "a green disk with a large black face", "face",
+            (40, 175, 60), (20, 20, 20), 0.8,
         ),
     )
 }  # fmt: skip
+#: the subjects' reference images as PNG files, one folder per subject (``reference_images``)
+SUBJECTS_DIR = Path(__file__).resolve().parent / "subjects"
 #: backgrounds of the subjects' reference images; prompts on the others test composition
 REFERENCE_BACKGROUNDS = ("gray", "white", "black")
 
