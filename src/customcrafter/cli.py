@@ -12,7 +12,7 @@ from .config import TrainConfig, load_config_file, merge_config
 from .errors import UserError
 
 TRAIN_HELP = {
-    "base": "base model: 'tiny', a diffusers text-to-video folder / hub id, "
+    "base": "base model: 'shapes' (built in), 'tiny', a diffusers text-to-video folder / hub id, "
     "'videocrafter2:/path/model.ckpt' or a converted VideoCrafter2 folder",
     "base_config": "original YAML config of a videocrafter2: checkpoint (default: read off the tensors)",
     "vae_chunk_size": "frames per VAE call; lower it to save memory (default: the model's)",
@@ -24,7 +24,7 @@ TRAIN_HELP = {
     "num_class_images": "class images to generate when --class-data-dir is absent",
     "class_sampling_steps": "DDIM steps for each generated class image",
     "prior_loss_weight": "weight of the class prior-preservation loss (0 turns it off)",
-    "lora_targets": "layer preset: spatial-qkv (paper), spatial-cross-kv (Custom Diffusion), spatial-qkvo",
+    "lora_targets": "layer preset: spatial-qkv (paper), spatial-cross-qkv (the paper's ablation without self-attention), spatial-cross-kv (Custom Diffusion), spatial-qkvo",
     "lora_target_override": "comma-separated projections inside each spatial block, e.g. attn1.to_q,attn2.to_v",
     "rank": "LoRA rank",
     "initializer_words": "TOKEN=WORD: start a token's embedding from WORD (default: the word after the token)",
@@ -166,9 +166,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--overwrite", action="store_true", help="replace OUT_DIR")
 
+    shapes = sub.add_parser("shapes", help="the shapes world and the small model trained on it")
+    shapes_sub = shapes.add_subparsers(dest="shapes_command", required=True)
+    tb = shapes_sub.add_parser(
+        "train-base", help="train the shapes model from scratch (about 75 minutes on 2 CPU cores)"
+    )
+    tb.add_argument("--out", required=True, help="run folder; the model lands in OUT/model")
+    from .shapes.train_base import BaseRecipe
+
+    for f in fields(BaseRecipe):
+        tb.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
+            help=f"(default: {f.default})",
+        )
+    ev = shapes_sub.add_parser(
+        "evaluate-base",
+        help="how often the model's clips show the prompt's color, background and motion",
+    )
+    ev.add_argument("--base", default="shapes", help="base model (default: shapes)")
+    ev.add_argument("--seeds", type=int, default=3, help="clips per held-out caption")
+    ev.add_argument("--out", help="also write the report as JSON here")
+
     demo = sub.add_parser("demo", help="learn a subject and generate videos, offline, on the CPU")
     demo.add_argument("--output-dir", default="demo-output")
-    demo.add_argument("--steps", type=int, default=40, help="training steps")
+    demo.add_argument("--steps", type=int, default=300, help="subject-module training steps")
     demo.add_argument("--overwrite", action="store_true")
     return parser
 
@@ -274,6 +297,26 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {out}; use it with --base {out}")
 
 
+def _shapes(args: argparse.Namespace) -> None:
+    if args.shapes_command == "train-base":
+        from .shapes.train_base import BaseRecipe, train_base
+
+        recipe = BaseRecipe(**{f.name: getattr(args, f.name) for f in fields(BaseRecipe)})
+        path = train_base(args.out, recipe, progress=not args.quiet)
+        print(f"shapes model written to {path}; use it with --base {path}")
+    elif args.shapes_command == "evaluate-base":
+        from .io.files import write_json
+        from .models import load_base_model
+        from .shapes.evaluate import evaluate_base, format_report
+
+        report = evaluate_base(
+            load_base_model(args.base), seeds=range(args.seeds), progress=not args.quiet
+        )
+        print(format_report(report))
+        if args.out:
+            write_json(Path(args.out), report)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -284,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             _generate(args)
         elif args.command == "convert":
             _convert(args)
+        elif args.command == "shapes":
+            _shapes(args)
         elif args.command == "demo":
             from .demo import run_demo
 

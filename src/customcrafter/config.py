@@ -27,7 +27,7 @@ class TrainConfig:
     augmentation).
     """
 
-    base: str = "tiny"
+    base: str = "shapes"
     base_config: str | None = None
     vae_chunk_size: int | None = None
     instance_data_dir: str = ""

@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 BASE_MODEL_HELP = (
+    "'shapes' (the small model trained on the shapes world that ships with CustomCrafter), "
     "'tiny' (a randomly initialised test model whose output is noise), "
     "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
     "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
@@ -47,6 +48,10 @@ def load_base_model(
         raise UserError("a base config applies only to 'videocrafter2:' checkpoints")
     if spec == "tiny":
         model: BaseVideoModel = build_tiny_t2v()
+    elif spec == "shapes":
+        from .shapes import load_shapes_model
+
+        model = load_shapes_model()
     elif spec.startswith("videocrafter2:"):
         from .videocrafter2 import load_videocrafter2
 

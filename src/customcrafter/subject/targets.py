@@ -17,6 +17,8 @@ QKV = ("to_q", "to_k", "to_v")
 TARGET_PRESETS: dict[str, tuple[str, ...]] = {
     # the paper: Q, K, V of self- (attn1) and cross-attention (attn2)
     "spatial-qkv": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in QKV),
+    # the paper's ablation without the self-attention LoRA: Q, K, V of cross-attention only
+    "spatial-cross-qkv": tuple(f"attn2.{p}" for p in QKV),
     # Custom Diffusion: K and V of cross-attention only
     "spatial-cross-kv": ("attn2.to_k", "attn2.to_v"),
     # the paper's selection plus the output projections
