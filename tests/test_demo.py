@@ -3,21 +3,30 @@
 import json
 
 import pytest
+from PIL import Image
 
 from customcrafter.cli import main
+from customcrafter.demo import DEMO_METHODS, DEMO_PROMPTS, SEEDS
 from customcrafter.io import read_video
 
 
 @pytest.mark.slow
-def test_demo_trains_and_writes_three_videos_per_prompt(tmp_path, capsys):
+def test_demo_learns_the_subject_and_writes_videos_sheet_and_metrics(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["-q", "demo", "--output-dir", str(out), "--steps", "2"]) == 0
+    assert main(["-q", "demo", "--output-dir", str(out), "--steps", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "noise" in printed  # it says plainly that the tiny model's output is noise
-    rows = json.loads((out / "results.json").read_text())
-    assert len(rows) == 6
+    assert "subject sim" in printed and "dwvs" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["summary"]) == list(DEMO_METHODS)
+    rows = metrics["videos"]
+    assert len(rows) == len(DEMO_PROMPTS) * len(DEMO_METHODS) * len(SEEDS)
     for row in rows:
-        assert read_video(row["video"]).shape == (8, 32, 32, 3)
+        for suffix in (".mp4", ".gif"):
+            assert read_video(row["video"].replace(".mp4", suffix)).shape == (8, 32, 32, 3)
+        assert 0.0 <= row["subject_similarity"] <= 1.0
+        assert ("<new1>" in row["prompt"]) == (row["method"] != "base")
+    sheet = Image.open(out / "contact-sheet.png")
+    assert sheet.size == (260 + 8 * (32 * 4 + 2), len(rows) * (32 * 4 + 2))
     assert (out / "subject" / "subject.safetensors").is_file()
     assert main(["-q", "demo", "--output-dir", str(out), "--steps", "1"]) == 0  # reruns replace it
 
