@@ -1,4 +1,5 @@
-"""The ``customcrafter`` command: ``train``, ``generate``, ``convert`` and ``demo``."""
+"""The ``customcrafter`` command: ``train``, ``generate``, ``convert``, ``shapes``, ``eval``,
+``benchmark`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -189,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=3, help="clips per held-out caption")
     ev.add_argument("--out", help="also write the report as JSON here")
 
+    from .evaluation.commands import add_benchmark_parser, add_eval_parser
+
+    add_eval_parser(sub)
+    add_benchmark_parser(sub)
+
     demo = sub.add_parser("demo", help="learn a subject and generate videos, offline, on the CPU")
     demo.add_argument("--output-dir", default="demo-output")
     demo.add_argument("--steps", type=int, default=300, help="subject-module training steps")
@@ -329,6 +335,14 @@ def main(argv: list[str] | None = None) -> int:
             _convert(args)
         elif args.command == "shapes":
             _shapes(args)
+        elif args.command == "eval":
+            from .evaluation.commands import run_eval
+
+            run_eval(args)
+        elif args.command == "benchmark":
+            from .evaluation.commands import run_benchmark_command
+
+            run_benchmark_command(args)
         elif args.command == "demo":
             from .demo import run_demo
 
