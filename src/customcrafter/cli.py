@@ -189,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--base", default="shapes", help="base model (default: shapes)")
     ev.add_argument("--seeds", type=int, default=3, help="clips per held-out caption")
     ev.add_argument("--out", help="also write the report as JSON here")
+    ev.add_argument(
+        "--split",
+        choices=["held-out", "train"],
+        default="held-out",
+        help="held-out captions (the figure to report) or training captions (for tuning)",
+    )
+    ev.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
+    ev.add_argument("--guidance-scale", type=float, help="default: the model's")
 
     from .evaluation.commands import add_benchmark_parser, add_eval_parser
 
@@ -316,7 +324,12 @@ def _shapes(args: argparse.Namespace) -> None:
         from .shapes.evaluate import evaluate_base, format_report
 
         report = evaluate_base(
-            load_base_model(args.base), seeds=range(args.seeds), progress=not args.quiet
+            load_base_model(args.base),
+            seeds=range(args.seeds),
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            split=args.split,
+            progress=not args.quiet,
         )
         print(format_report(report))
         if args.out:
