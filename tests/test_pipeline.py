@@ -138,8 +138,10 @@ def test_cpu_offload_gives_the_same_video(mode):
             assert model.offload == offload and model.device == torch.device("cpu")
             stored = next(model.unet.parameters()).device.type
             assert stored == ("meta" if offload == "sequential" else "cpu")
+        # offloaded weights live outside the layers, so LoRA runs unmerged: compare like
+        # with like
         return CustomCrafterPipeline(model, module)(
-            "a <new1> dog", num_inference_steps=8, num_frames=2, progress=False
+            "a <new1> dog", num_inference_steps=8, num_frames=2, fold_lora=False, progress=False
         ).videos
 
     assert torch.allclose(run(None), run(mode), atol=1e-6)
