@@ -57,9 +57,9 @@ SHAPES_DEFAULTS = ModelDefaults(
     height=32,
     width=32,
     fps=8,
-    num_inference_steps=25,
+    num_inference_steps=50,
     guidance_scale=5.0,
-    eta=0.0,
+    eta=1.0,
     negative_prompt="",
 )
 
