@@ -5,7 +5,6 @@ import argparse
 import csv
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +13,7 @@ import torch
 import yaml
 from conftest import write_images
 from PIL import Image
-from transformers import (
-    CLIPConfig,
-    CLIPImageProcessor,
-    CLIPModel,
-    ViTConfig,
-    ViTImageProcessor,
-    ViTModel,
-)
+from tiny_scorers import tiny_clip, tiny_vit
 
 import customcrafter.training
 from customcrafter.errors import UserError
@@ -35,11 +27,9 @@ from customcrafter.evaluation.commands import (
 )
 from customcrafter.evaluation.report import METRIC_KEYS, student_t_quantile, t_interval
 from customcrafter.io import read_video, write_video
-from customcrafter.models.diffusers_t2v import _tiny_clip_tokenizer
 from customcrafter.sampling import CustomCrafterPipeline
 
 SPECS = Path(__file__).parent.parent / "benchmarks" / "specs"
-SIDE = 32
 METHODS = ("DWVS", "constant 1.0", "base")
 MEASURED = ("clip_t", "clip_i", "dino_i", "t_cons", "dynamic_degree", "flow_magnitude")
 SHAPES = ("subject_similarity", "displacement", "background_accuracy", "motion_accuracy")
@@ -57,46 +47,13 @@ def one_thread():
 def save_tiny_scorers(folder: Path) -> tuple[Path, Path]:
     """A random CLIP and a random ViT saved with save_pretrained, as a hub download would be."""
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tiny_clip_tokenizer(Path(tmp))
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        image_size=SIDE,
-        patch_size=8,
-    )
+    model, processor, tokenizer = tiny_clip(layers=1)
     clip = folder / "clip"
-    CLIPModel(
-        CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
-    ).save_pretrained(clip)
-    tokenizer.save_pretrained(clip)
-    CLIPImageProcessor(
-        size={"shortest_edge": SIDE}, crop_size={"height": SIDE, "width": SIDE}
-    ).save_pretrained(clip)
+    for part in (model, tokenizer, processor):
+        part.save_pretrained(clip)
     dino = folder / "dino"
-    config = ViTConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        image_size=SIDE,
-        patch_size=8,
-    )
-    ViTModel(config).save_pretrained(dino)
-    ViTImageProcessor(size={"height": SIDE, "width": SIDE}).save_pretrained(dino)
+    for part in tiny_vit(layers=1):
+        part.save_pretrained(dino)
     return clip, dino
 
 

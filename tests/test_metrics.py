@@ -2,22 +2,13 @@
 CLIP and ViT models built in code (nothing is downloaded)."""
 
 import importlib.util
-import tempfile
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import (
-    CLIPConfig,
-    CLIPImageProcessor,
-    CLIPModel,
-    ViTConfig,
-    ViTImageProcessor,
-    ViTModel,
-)
+from tiny_scorers import tiny_clip, tiny_vit
 
 from customcrafter.errors import UserError
 from customcrafter.evaluation import (
@@ -26,55 +17,18 @@ from customcrafter.evaluation import (
     evaluate_video,
     motion_metrics,
 )
-from customcrafter.models.diffusers_t2v import _tiny_clip_tokenizer
-
-SIDE = 32  # the tiny models' input size
 
 
 @pytest.fixture(scope="module")
 def clip():
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = _tiny_clip_tokenizer(Path(tmp))
-    text = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=77,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    vision = dict(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=SIDE,
-        patch_size=8,
-    )
-    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
-    processor = CLIPImageProcessor(
-        size={"shortest_edge": SIDE}, crop_size={"height": SIDE, "width": SIDE}
-    )
-    return ClipScorer(model, processor, tokenizer)
+    return ClipScorer(*tiny_clip())
 
 
 @pytest.fixture(scope="module")
 def dino():
     torch.manual_seed(1)
-    config = ViTConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=SIDE,
-        patch_size=8,
-    )
-    processor = ViTImageProcessor(size={"height": SIDE, "width": SIDE})
-    return DinoScorer(ViTModel(config), processor)
+    return DinoScorer(*tiny_vit())
 
 
 def random_images(count, seed, size=(40, 48)):
