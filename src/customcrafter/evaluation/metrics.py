@@ -156,18 +156,11 @@ class ClipScorer:
     @torch.no_grad()
     def image_embeddings(self, images: VideoLike | Sequence[ImageLike]) -> torch.Tensor:
         """L2-normalised image embeddings ``[n, d]`` (float32, on the CPU)."""
-        pictures = _image_list(images)
-        if not pictures:
-            raise UserError("no images to embed")
-        chunks = []
-        for start in range(0, len(pictures), BATCH_SIZE):
-            pixels = self.processor(
-                images=pictures[start : start + BATCH_SIZE], return_tensors="pt"
-            )
-            pixels = pixels["pixel_values"].to(self.device, _model_dtype(self.model))
-            chunks.append(_features(self.model.get_image_features(pixel_values=pixels)).float())
-        # the authors divide each embedding by its norm before taking dot products
-        return F.normalize(torch.cat(chunks), dim=-1).cpu()
+        return _embed_images(
+            self,
+            images,
+            lambda pixels: _features(self.model.get_image_features(pixel_values=pixels)),
+        )
 
     @torch.no_grad()
     def text_embeddings(self, texts: str | Sequence[str]) -> torch.Tensor:
@@ -243,18 +236,9 @@ class DinoScorer:
     @torch.no_grad()
     def image_embeddings(self, images: VideoLike | Sequence[ImageLike]) -> torch.Tensor:
         """L2-normalised CLS embeddings ``[n, d]`` (float32, on the CPU)."""
-        pictures = _image_list(images)
-        if not pictures:
-            raise UserError("no images to embed")
-        chunks = []
-        for start in range(0, len(pictures), BATCH_SIZE):
-            pixels = self.processor(
-                images=pictures[start : start + BATCH_SIZE], return_tensors="pt"
-            )
-            pixels = pixels["pixel_values"].to(self.device, _model_dtype(self.model))
-            hidden = self.model(pixel_values=pixels).last_hidden_state
-            chunks.append(hidden[:, 0].float())
-        return F.normalize(torch.cat(chunks), dim=-1).cpu()
+        return _embed_images(
+            self, images, lambda pixels: self.model(pixel_values=pixels).last_hidden_state[:, 0]
+        )
 
     def dino_i(self, video: VideoLike, references: Sequence[ImageLike]) -> float:
         """DINO-I: mean cosine over every (frame, reference image) pair."""
@@ -438,3 +422,18 @@ def evaluate_video(
         result.dynamic = moved.dynamic
         result.flow_magnitude = moved.mean_magnitude
     return result
+
+
+def _embed_images(scorer, images, embed) -> torch.Tensor:
+    """L2-normalised ``embed(pixel_values)`` of ``images`` in batches of ``BATCH_SIZE``
+    (float32, on the CPU); ``scorer`` has ``processor``, ``model`` and ``device``."""
+    pictures = _image_list(images)
+    if not pictures:
+        raise UserError("no images to embed")
+    chunks = []
+    for start in range(0, len(pictures), BATCH_SIZE):
+        pixels = scorer.processor(images=pictures[start : start + BATCH_SIZE], return_tensors="pt")
+        pixels = pixels["pixel_values"].to(scorer.device, _model_dtype(scorer.model))
+        chunks.append(embed(pixels).float())
+    # the authors divide each embedding by its norm before taking dot products
+    return F.normalize(torch.cat(chunks), dim=-1).cpu()
