@@ -37,7 +37,7 @@ from customcrafter.io.files import atomic_path, write_json
 from customcrafter.io.video import to_uint8_frames
 from customcrafter.models import load_base_model
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
-from customcrafter.shapes.customize import subject_phrase, subject_train_config
+from customcrafter.shapes.customize import subject_prompt, subject_train_config
 from customcrafter.shapes.detect import read_clip, subject_similarity
 from customcrafter.shapes.world import REFERENCE_BACKGROUNDS, SUBJECTS, reference_images
 from customcrafter.subject import SpatialSubjectModule, strip_tokens
@@ -82,7 +82,7 @@ def run(args) -> list[dict]:
             model = load_base_model("shapes")  # one model per module: each injects its LoRA
             pipes[key] = CustomCrafterPipeline(model, SpatialSubjectModule.load(path, model))
         references = reference_images(SUBJECTS[name])
-        prompts = [f"a {subject_phrase(name)} {m} on a {b} background" for m, b in PROMPT_PARTS]
+        prompts = [subject_prompt(name, m, b) for m, b in PROMPT_PARTS]
         for label, key, schedule in METHODS:
             pipe = pipes[key]
             texts = prompts if key else [strip_tokens(p) for p in prompts]

@@ -30,10 +30,8 @@ from .subject.tokens import strip_tokens
 
 DEMO_MARKER = ".customcrafter-demo"
 DEMO_SUBJECT = "striped-star"
-DEMO_PROMPTS = (
-    "a <new1> star moving right on a gray background",
-    "a <new1> star moving up on a purple background",
-)
+#: (motion, background) of each prompt: a reference background, then a new one
+DEMO_PROMPTS = (("moving right", "gray"), ("moving up", "purple"))
 DEMO_METHODS = ("base", "constant", "dwvs")
 SEEDS = (0, 1)
 
@@ -55,7 +53,7 @@ def run_demo(
 ) -> dict:
     from .models import load_base_model
     from .sampling import CustomCrafterPipeline, DynamicWeightSchedule
-    from .shapes.customize import subject_train_config
+    from .shapes.customize import subject_prompt, subject_train_config
     from .shapes.detect import read_clip, subject_similarity
     from .shapes.world import SUBJECTS, reference_images
     from .subject import SpatialSubjectModule
@@ -80,9 +78,8 @@ def run_demo(
     references = reference_images(subject)
     rows, sheet = [], []
     fps = model.defaults.fps
-    for p, prompt in enumerate(DEMO_PROMPTS):
-        wanted_motion = next(m for m in ("right", "left", "up", "down") if f"moving {m}" in prompt)
-        wanted_background = prompt.rsplit(" on a ", 1)[1].removesuffix(" background")
+    for p, (wanted_motion, wanted_background) in enumerate(DEMO_PROMPTS):
+        prompt = subject_prompt(DEMO_SUBJECT, wanted_motion, wanted_background)
         for name in DEMO_METHODS:
             schedule = schedules[name]
             text = strip_tokens(prompt) if schedule.is_off else prompt
@@ -102,7 +99,7 @@ def run_demo(
                         "seed": s,
                         "video": str(stem.with_suffix(".mp4")),
                         "motion": reading.motion,
-                        "motion_ok": reading.motion == f"moving {wanted_motion}",
+                        "motion_ok": reading.motion == wanted_motion,
                         "displacement": round(float(reading.displacement), 3),
                         "background": reading.background,
                         "background_ok": reading.background == wanted_background,

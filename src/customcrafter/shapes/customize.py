@@ -6,12 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import TrainConfig
-from .world import SUBJECTS, SUBJECTS_DIR
+from .world import SUBJECTS, SUBJECTS_DIR, caption
 
 
 def subject_phrase(name: str) -> str:
     """``"<new1> star"``: the token and the subject's class word."""
     return f"<new1> {SUBJECTS[name].class_word}"
+
+
+def subject_prompt(name: str, motion: str, background: str) -> str:
+    """The world's caption with the subject in the object's place:
+    ``"a <new1> star moving right on a gray background"``."""
+    return caption("<new1>", SUBJECTS[name].class_word, motion, background)
 
 
 def subject_train_config(
