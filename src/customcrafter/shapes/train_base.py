@@ -164,7 +164,6 @@ def train_base(
             "use another --out or the same settings"
         )
     model = build_shapes_model(recipe.seed)
-    log = (out / "train-log.jsonl").open("a")
 
     # --- stage 1: the VAE ------------------------------------------------------------------
     vae = model.vae
@@ -202,8 +201,7 @@ def train_base(
                     "opt": opt.state_dict(),
                 }
             )
-            log.write(json.dumps({"stage": "vae", "step": step + 1, "rec": rec.item()}) + "\n")
-            log.flush()
+            _log(out, {"stage": "vae", "step": step + 1, "rec": rec.item()})
     vae.requires_grad_(False).eval()
     with torch.no_grad():
         latents = torch.cat(
@@ -264,15 +262,20 @@ def train_base(
             )
             entry = {"stage": "unet", "step": step + 1, "loss": loss.item()}
             entry["seconds"] = round(time.perf_counter() - began, 1)
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-    log.close()
+            _log(out, entry)
 
     # --- export the averaged weights -----------------------------------------------------------
     with torch.no_grad():
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
     return export(model, out / "model")
+
+
+def _log(out: Path, entry: dict) -> None:
+    """Append one line to ``train-log.jsonl`` (opened per line: nothing is left open when
+    training is interrupted)."""
+    with (out / "train-log.jsonl").open("a") as log:
+        log.write(json.dumps(entry) + "\n")
 
 
 def export(model, folder: Path) -> Path:
