@@ -68,6 +68,18 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
         train_base(tmp_path / "resumed", BaseRecipe(steps=5), progress=False)
 
 
+def test_evaluate_base_reads_every_clip_and_refuses_no_seeds():
+    from customcrafter.shapes.evaluate import evaluate_base
+
+    model = load_base_model("shapes")
+    with pytest.raises(UserError, match="at least one seed"):
+        evaluate_base(model, seeds=[], progress=False)
+    report = evaluate_base(model, seeds=[0], num_inference_steps=2, split="train", progress=False)
+    assert report["split"] == "train" and report["clips"] == report["captions"] == 37
+    assert set(report["accuracy"]) == {"color", "background", "motion"}
+    assert len(report["rows"]) == 37 and all(0 <= a <= 1 for a in report["accuracy"].values())
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
