@@ -74,6 +74,8 @@ class VC2UNetConfig:
     conv_resample: bool = True
     use_linear: bool = True
     temporal_conv: bool = True
+    #: dropout inside the temporal convolutions (VideoCrafter2 fixes it at 0.1)
+    temporal_conv_dropout: float = 0.1
     temporal_attention: bool = True
     temporal_selfatt_only: bool = True
     use_relative_position: bool = False
@@ -476,6 +478,7 @@ class ResBlock(nn.Module):
         out_channels: int | None = None,
         dropout: float = 0.0,
         temporal_conv: bool = True,
+        temporal_conv_dropout: float = 0.1,
     ):
         super().__init__()
         out_channels = out_channels or channels
@@ -494,7 +497,7 @@ class ResBlock(nn.Module):
         )
         if temporal_conv:
             # the checkpoint spells it this way
-            self.temopral_conv = TemporalConvBlock(out_channels)
+            self.temopral_conv = TemporalConvBlock(out_channels, temporal_conv_dropout)
         self.temporal_conv = temporal_conv
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -616,7 +619,14 @@ class VC2UNet(nn.Module):
             self.fps_embedding = embedding_mlp(mc, emb_dim)
 
         def res_block(ch_in: int, ch_out: int) -> ResBlock:
-            return ResBlock(ch_in, emb_dim, ch_out, config.dropout, config.temporal_conv)
+            return ResBlock(
+                ch_in,
+                emb_dim,
+                ch_out,
+                config.dropout,
+                config.temporal_conv,
+                config.temporal_conv_dropout,
+            )
 
         def attention_layers(ch: int) -> list[nn.Module]:
             # the original passes the UNet's dropout to ResBlocks only, never to attention
