@@ -1,17 +1,22 @@
 """The shapes model: built from the same parts as VideoCrafter2, trained by a resumable
 recipe, exported in the converted-folder format, and shipped as ``--base shapes``."""
 
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from customcrafter.errors import UserError
 from customcrafter.models import load_base_model
-from customcrafter.models.shapes import build_shapes_model
+from customcrafter.models.shapes import UNET_CONFIG, build_shapes_model
+from customcrafter.models.vc2_unet import VC2UNet
 from customcrafter.shapes import train_base as recipe_module
 from customcrafter.shapes.train_base import BaseRecipe, train_base
 
-MICRO = BaseRecipe(vae_steps=2, vae_batch_size=4, steps=4, batch_size=2, checkpoint_every=2)
+MICRO = BaseRecipe(
+    vae_steps=2, vae_batch_size=4, pool_size=6, steps=4, batch_size=2, checkpoint_every=2
+)
 
 
 def test_the_tokenizer_knows_the_world_and_takes_new_tokens():
@@ -43,10 +48,10 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
 
     real = recipe_module.diffusion_batch
 
-    def interrupted(recipe, step):
+    def interrupted(recipe, step, pool):
         if step == 3:
             raise KeyboardInterrupt
-        return real(recipe, step)
+        return real(recipe, step, pool)
 
     monkeypatch.setattr(recipe_module, "diffusion_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -66,6 +71,55 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
 
     with pytest.raises(UserError, match="other settings"):
         train_base(tmp_path / "resumed", BaseRecipe(steps=5), progress=False)
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
+    recipe = BaseRecipe(learning_rate=1e-3, warmup_steps=10, steps=110, final_lr_fraction=0.1)
+    rates = [recipe_module.learning_rate(recipe, step) for step in range(recipe.steps)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert rates[10] == pytest.approx(1e-3)
+    assert rates[60] == pytest.approx(0.55e-3)  # half way down the cosine
+    assert rates[-1] == pytest.approx(1e-4, rel=1e-2)
+    assert recipe_module.learning_rate(recipe, recipe.steps) == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
+
+
+def test_the_diffusion_stage_draws_from_a_pool_encoded_once():
+    model = build_shapes_model(0)
+    recipe = BaseRecipe(pool_size=5, batch_size=3)
+    pool = recipe_module.latent_pool(model, recipe, progress=False)
+    assert pool.latents.shape == (5, 4, 8, 8, 8) and len(pool.specs) == 5
+    again = recipe_module.latent_pool(model, recipe, progress=False)
+    assert torch.equal(pool.latents, again.latents)
+    latents, captions = recipe_module.diffusion_batch(recipe, 7, pool)
+    same, same_captions = recipe_module.diffusion_batch(recipe, 7, pool)
+    assert latents.shape == (3, 4, 8, 8, 8) and torch.equal(latents, same)
+    assert captions == same_captions
+    assert any(torch.equal(latents[0], row) for row in pool.latents)
+
+
+def test_the_shapes_unet_knows_frame_order():
+    """With temporal attention alone (no position encoding) a UNet cannot tell a clip from
+    its reverse; the shapes UNet has VideoCrafter2's temporal convolutions for that."""
+    x = torch.randn(1, 4, 8, 8, 8)
+    t = torch.tensor([500])
+    context = torch.randn(1, 16, 64)
+
+    def forward_and_reversed(unet):
+        with torch.no_grad():
+            return unet(x, t, context, fps=8), unet(x.flip(2), t, context, fps=8).flip(2)
+
+    torch.manual_seed(0)
+    unordered = VC2UNet(dataclasses.replace(UNET_CONFIG, temporal_conv=False)).eval()
+    forward, backward = forward_and_reversed(unordered)
+    assert torch.allclose(forward, backward, atol=1e-5)
+
+    unet = build_shapes_model(0).unet.eval()
+    for module in unet.modules():  # a fresh temporal block starts as the identity
+        if isinstance(module, torch.nn.Conv3d):
+            torch.nn.init.normal_(module.weight, std=0.05)
+    forward, backward = forward_and_reversed(unet)
+    assert not torch.allclose(forward, backward, atol=1e-4)
 
 
 @pytest.mark.slow
