@@ -122,6 +122,18 @@ def test_the_shapes_unet_knows_frame_order():
     assert not torch.allclose(forward, backward, atol=1e-4)
 
 
+def test_evaluate_base_reads_every_clip_and_refuses_no_seeds():
+    from customcrafter.shapes.evaluate import evaluate_base
+
+    model = load_base_model("shapes")
+    with pytest.raises(UserError, match="at least one seed"):
+        evaluate_base(model, seeds=[], progress=False)
+    report = evaluate_base(model, seeds=[0], num_inference_steps=2, split="train", progress=False)
+    assert report["split"] == "train" and report["clips"] == report["captions"] == 37
+    assert set(report["accuracy"]) == {"color", "background", "motion"}
+    assert len(report["rows"]) == 37 and all(0 <= a <= 1 for a in report["accuracy"].values())
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,

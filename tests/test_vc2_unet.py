@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -266,3 +267,34 @@ def test_the_converter_consumes_every_key_of_the_full_size_checkpoint():
     buffers = [k for k in spec if not k.startswith(("model.", "first_stage", "cond_stage"))]
     assert len(buffers) == 13
     assert len(parts.unet) + len(parts.vae) + len(parts.text) + len(buffers) == len(spec) == 2039
+
+
+def test_temporal_convolutions_are_what_tell_the_frames_apart():
+    """VideoCrafter2's temporal attention has no position encoding: without the temporal
+    convolutions the UNet gives a clip played backwards the same answer, played backwards,
+    and so cannot tell "moving left" from "moving right"."""
+    x = torch.randn(1, 4, 4, 8, 8)
+    t, context = torch.tensor([500]), torch.randn(1, 5, 16)
+
+    def forward_and_reversed(config):
+        torch.manual_seed(0)
+        unet = VC2UNet(config).eval()
+        for module in unet.modules():  # a fresh temporal block starts as the identity
+            if isinstance(module, nn.Conv3d):
+                nn.init.normal_(module.weight, std=0.05)
+        with torch.no_grad():
+            return unet(x, t, context, fps=8), unet(x.flip(2), t, context, fps=8).flip(2)
+
+    forward, backward = forward_and_reversed(
+        dataclasses.replace(tiny_config(), temporal_conv=False)
+    )
+    assert torch.allclose(forward, backward, atol=1e-5)
+    forward, backward = forward_and_reversed(tiny_config())
+    assert not torch.allclose(forward, backward, atol=1e-4)
+
+
+def test_temporal_conv_dropout_is_a_setting():
+    config = dataclasses.replace(tiny_config(), temporal_conv_dropout=0.0)
+    rates = {m.p for m in VC2UNet(config).modules() if isinstance(m, nn.Dropout)}
+    default = {m.p for m in VC2UNet(tiny_config()).modules() if isinstance(m, nn.Dropout)}
+    assert 0.1 in default and 0.1 not in rates

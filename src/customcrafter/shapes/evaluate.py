@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from ..io.video import to_uint8_frames
 from ..sampling import CustomCrafterPipeline
 from .detect import read_clip
@@ -33,6 +34,9 @@ def evaluate_base(
     """Accuracy of color, background and motion on the held-out captions (``split="train"``:
     on as many training captions, for choosing sampling settings without touching the
     held-out ones)."""
+    seeds = list(seeds)
+    if not seeds:
+        raise UserError("give at least one seed (--seeds N samples N clips per caption)")
     pipe = CustomCrafterPipeline(model)
     specs = held_out_specs()
     if split == "train":
