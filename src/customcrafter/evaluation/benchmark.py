@@ -58,7 +58,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +233,10 @@ class VideoJob:
     @property
     def key(self) -> tuple[str, str, int, int]:
         return (self.method, self.subject, self.prompt_index, self.seed)
+
+    def fields(self) -> dict[str, Any]:
+        """What identifies the video, as recorded in the score cache and the reports."""
+        return asdict(self)
 
 
 @dataclass
@@ -1465,19 +1469,7 @@ def _score(spec, jobs, cache: MetricsCache, stats: RunStats, device: str, progre
                         "settings": _json_roundtrip(wanted[name]),
                         "values": _json_roundtrip({k: _clean(v) for k, v in values.items()}),
                     }
-                cache.put(
-                    {
-                        "path": job.path,
-                        "sha": sha,
-                        "method": job.method,
-                        "subject": job.subject,
-                        "prompt_index": job.prompt_index,
-                        "prompt": job.prompt,
-                        "sampled_prompt": job.sampled_prompt,
-                        "seed": job.seed,
-                        "groups": groups,
-                    }
-                )
+                cache.put({**job.fields(), "sha": sha, "groups": groups})
                 if todo:
                     stats.scored.append(job.path)
             bar.update(1)
@@ -1507,16 +1499,7 @@ def collect_rows(spec: BenchmarkSpec, cache: MetricsCache | None = None) -> list
         if not video.is_file():
             continue
         method = spec.method(job.method)
-        row = {
-            "method": job.method,
-            "subject": job.subject,
-            "prompt_index": job.prompt_index,
-            "prompt": job.prompt,
-            "sampled_prompt": job.sampled_prompt,
-            "seed": job.seed,
-            "schedule": method.schedule.describe(),
-            "path": job.path,
-        }
+        row = {**job.fields(), "schedule": method.schedule.describe()}
         record = cache.get(job.path)
         wanted = _metric_settings(spec, refs[job.subject])
         if record is not None and record.get("sha") == _file_hash(video):
