@@ -188,19 +188,40 @@ def test_deterministic_ddim_step_follows_the_scaled_update(t, t_prev):
     assert relative_error(out.prev_sample.double(), expected) < 1e-5
 
 
-def test_step_with_the_true_noise_walks_along_the_forward_process():
-    schedule = VC2NoiseSchedule()
+@pytest.mark.parametrize("parameterization", ["eps", "v"])
+def test_step_with_the_true_target_walks_along_the_forward_process(parameterization):
+    schedule = VC2NoiseSchedule(parameterization=parameterization)
     sampler = schedule.make_sampler()
     sampler.set_timesteps(50)
     gen = torch.Generator().manual_seed(1)
     x0 = torch.randn(1, 4, 2, 8, 8, generator=gen)
     eps = torch.randn(1, 4, 2, 8, 8, generator=gen)
     x_t = schedule.add_noise(x0, eps, torch.tensor([401]))
-    out = sampler.step(eps, 401, x_t)
+    out = sampler.step(schedule.training_target(x0, eps, torch.tensor([401])), 401, x_t)
     torch.testing.assert_close(out.pred_original_sample, x0, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(
         out.prev_sample, schedule.add_noise(x0, eps, torch.tensor([381])), rtol=1e-5, atol=1e-5
     )
+
+
+def test_the_v_target_is_the_velocity_of_the_scaled_signal():
+    schedule = VC2NoiseSchedule(parameterization="v")
+    x0, eps = torch.randn(2, 4, 2, 4, 4), torch.randn(2, 4, 2, 4, 4)
+    t = torch.tensor([30, 900])
+    a = schedule.alphas_cumprod.double()[t].reshape(2, 1, 1, 1, 1)
+    s = schedule.scale_arr.double()[t].reshape(2, 1, 1, 1, 1)
+    expected = a.sqrt() * eps.double() - (1 - a).sqrt() * s * x0.double()
+    assert relative_error(schedule.training_target(x0, eps, t).double(), expected) < 1e-6
+    assert torch.equal(VC2NoiseSchedule().training_target(x0, eps, t), eps)
+
+
+def test_the_parameterization_comes_from_the_original_config_and_is_checked():
+    assert VC2NoiseSchedule.from_ldm_params({}).parameterization == "eps"
+    v = VC2NoiseSchedule.from_ldm_params({"parameterization": "v"})
+    assert v.config["parameterization"] == "v"
+    assert VC2NoiseSchedule(**v.config).parameterization == "v"
+    with pytest.raises(ValueError, match="parameterization"):
+        VC2NoiseSchedule.from_ldm_params({"parameterization": "x0"})
 
 
 def test_stochastic_step_is_reproducible_with_a_generator():

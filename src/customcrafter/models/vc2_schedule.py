@@ -19,7 +19,11 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-__all__ = ["VC2DDIMSampler", "VC2DDIMStepOutput", "VC2NoiseSchedule"]
+__all__ = ["PARAMETERIZATIONS", "VC2DDIMSampler", "VC2DDIMStepOutput", "VC2NoiseSchedule"]
+
+#: what the UNet predicts: the noise (VideoCrafter2) or the velocity
+#: ``v = sqrt(abar_t) * noise - sqrt(1 - abar_t) * s_t * x0`` (as in LDM's "v")
+PARAMETERIZATIONS = ("eps", "v")
 
 
 class VC2NoiseSchedule:
@@ -43,8 +47,14 @@ class VC2NoiseSchedule:
         scale_b: float = 0.7,
         scale_mid_step: int = 400,
         fix_scale_bug: bool = False,
+        parameterization: str = "eps",
     ):
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(
+                f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}"
+            )
         self.num_train_timesteps = int(num_train_timesteps)
+        self.parameterization = parameterization
         self.use_scale = bool(use_scale)
         #: the settings, as keyword arguments that rebuild this schedule
         self.config = {
@@ -56,6 +66,7 @@ class VC2NoiseSchedule:
             "scale_b": float(scale_b),
             "scale_mid_step": int(scale_mid_step),
             "fix_scale_bug": bool(fix_scale_bug),
+            "parameterization": parameterization,
         }
         # "linear" in LDM is linear in sqrt(beta), computed in float64 and stored as float32
         betas64 = (
@@ -85,10 +96,6 @@ class VC2NoiseSchedule:
     @classmethod
     def from_ldm_params(cls, params: Mapping) -> VC2NoiseSchedule:
         """Schedule of an original config's ``model.params`` (``LatentDiffusion`` kwargs)."""
-        if params.get("parameterization", "eps") != "eps":
-            raise ValueError(
-                f"only eps-parameterization is supported, got {params['parameterization']!r}"
-            )
         if params.get("beta_schedule", "linear") != "linear":
             raise ValueError(
                 f"only the linear beta schedule is supported, got {params['beta_schedule']!r}"
@@ -104,6 +111,7 @@ class VC2NoiseSchedule:
             scale_b=params.get("scale_b", 0.3),
             scale_mid_step=params.get("mid_step", 400),
             fix_scale_bug=params.get("fix_scale_bug", False),
+            parameterization=params.get("parameterization", "eps"),
         )
 
     def buffers(self) -> dict[str, torch.Tensor]:
@@ -137,6 +145,12 @@ class VC2NoiseSchedule:
             out["scale_arr"] = self.scale_arr.clone()
         return out
 
+    def _coef(self, table: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor):
+        """``table[t]`` shaped to broadcast over ``like`` (``[b, ...]``)."""
+        t = timesteps.to("cpu", torch.long)
+        shape = (t.shape[0],) + (1,) * (like.ndim - 1)
+        return table[t].reshape(shape).to(device=like.device, dtype=like.dtype)
+
     def add_noise(
         self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
@@ -144,22 +158,25 @@ class VC2NoiseSchedule:
 
         ``x0`` and ``noise`` are ``[b, ...]``, ``timesteps`` an integer tensor ``[b]``.
         """
-        t = timesteps.to("cpu", torch.long)
-        shape = (t.shape[0],) + (1,) * (x0.ndim - 1)
-
-        def coef(table: torch.Tensor) -> torch.Tensor:
-            return table[t].reshape(shape).to(device=x0.device, dtype=x0.dtype)
-
         return (
-            coef(self.sqrt_alphas_cumprod) * x0 * coef(self.scale_arr)
-            + coef(self.sqrt_one_minus_alphas_cumprod) * noise
+            self._coef(self.sqrt_alphas_cumprod, timesteps, x0)
+            * x0
+            * self._coef(self.scale_arr, timesteps, x0)
+            + self._coef(self.sqrt_one_minus_alphas_cumprod, timesteps, x0) * noise
         )
 
     def training_target(
         self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
-        """The eps-parameterized UNet predicts the noise."""
-        return noise
+        """What the UNet learns to predict: the noise, or the velocity of the scaled signal
+        ``s_t * x0`` that ``add_noise`` mixes in."""
+        if self.parameterization == "eps":
+            return noise
+        signal = x0 * self._coef(self.scale_arr, timesteps, x0)
+        return (
+            self._coef(self.sqrt_alphas_cumprod, timesteps, x0) * noise
+            - self._coef(self.sqrt_one_minus_alphas_cumprod, timesteps, x0) * signal
+        )
 
     def make_sampler(self) -> VC2DDIMSampler:
         return VC2DDIMSampler(self)
@@ -243,9 +260,10 @@ class VC2DDIMSampler:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> VC2DDIMStepOutput:
-        """One DDIM update from ``sample`` ``x_t`` with the eps prediction ``model_output``
-        (both ``[b, c, f, h, w]`` or any shape), to the previous timestep of the schedule.
+        """One DDIM update from ``sample`` ``x_t`` with the UNet's ``model_output`` (both
+        ``[b, c, f, h, w]`` or any shape), to the previous timestep of the schedule.
 
+        A v-prediction is first turned into ``eps = sqrt(a_t) v + sqrt(1 - a_t) x_t``. Then
         ``x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) / s_t`` and
         ``x_prev = sqrt(a_prev) s_prev x0 + sqrt(1 - a_prev - sigma^2) eps + sigma z``.
         Computed in float32 like the original; returned in ``sample``'s dtype.
@@ -267,6 +285,8 @@ class VC2DDIMSampler:
         sqrt_one_minus_a_t = (1.0 - a_t).sqrt()
         x = sample.float()
         eps = model_output.float()
+        if self.schedule.parameterization == "v":
+            eps = a_t.sqrt() * eps + sqrt_one_minus_a_t * x
 
         pred_x0 = (x - sqrt_one_minus_a_t * eps) / a_t.sqrt()
         dir_xt = (1.0 - a_prev - sigma**2).sqrt() * eps
