@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import pytest
@@ -17,6 +18,7 @@ from customcrafter.models.vc2_unet import (
     SpatialTransformer,
     VC2UNet,
     VC2UNetConfig,
+    frame_positions,
     infer_config_from_state_dict,
 )
 
@@ -291,6 +293,29 @@ def test_temporal_convolutions_are_what_tell_the_frames_apart():
     assert torch.allclose(forward, backward, atol=1e-5)
     forward, backward = forward_and_reversed(tiny_config())
     assert not torch.allclose(forward, backward, atol=1e-4)
+    # frame positions in the temporal attention tell them apart too, without convolutions
+    forward, backward = forward_and_reversed(
+        dataclasses.replace(tiny_config(), temporal_conv=False, temporal_position_encoding=True)
+    )
+    assert not torch.allclose(forward, backward, atol=1e-4)
+
+
+def test_frame_positions_are_the_transformer_sinusoids():
+    table = frame_positions(5, 6)
+    for pos in range(5):
+        for i in range(3):
+            angle = pos / 10000 ** (2 * i / 6)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_frame_positions_are_a_setting_outside_the_weights():
+    plain = VC2UNet(tiny_config())
+    torch.manual_seed(0)
+    positioned = VC2UNet(dataclasses.replace(tiny_config(), temporal_position_encoding=True))
+    assert plain.state_dict().keys() == positioned.state_dict().keys()
+    flags = [m.position_encoding for m in positioned.modules() if hasattr(m, "position_encoding")]
+    assert flags and all(flags)
 
 
 def test_temporal_conv_dropout_is_a_setting():

@@ -81,6 +81,10 @@ class VC2UNetConfig:
     use_relative_position: bool = False
     use_causal_attention: bool = False
     temporal_length: int = 16
+    #: add sinusoidal frame positions to the temporal attention's tokens (as AnimateDiff's
+    #: motion modules do). VideoCrafter2 has none: only its temporal convolutions' zero
+    #: padding tells its UNet which frame is which. Not stored in the weights.
+    temporal_position_encoding: bool = False
     addition_attention: bool = True
     fps_cond: bool = True
     #: original keys that were accepted but have no effect (kept for the record)
@@ -407,9 +411,11 @@ class TemporalTransformer(nn.Module):
         depth: int,
         use_linear: bool = True,
         dropout: float = 0.0,
+        position_encoding: bool = False,
     ):
         super().__init__()
         inner_dim = heads * dim_head
+        self.position_encoding = position_encoding
         self.norm = GroupNorm32(32, channels, eps=1e-6)
         if use_linear:
             self.proj_in: nn.Module = nn.Linear(channels, inner_dim)
@@ -426,10 +432,23 @@ class TemporalTransformer(nn.Module):
         b, c, f, h, w = x.shape
         tokens = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, f, c)
         tokens = _project(self.proj_in, tokens)
+        if self.position_encoding:
+            tokens = tokens + frame_positions(f, tokens.shape[-1]).to(tokens)
         for block in self.transformer_blocks:
             tokens = block(tokens)
         tokens = _project(self.proj_out, tokens)
         return x + tokens.reshape(b, h, w, f, c).permute(0, 4, 3, 1, 2)
+
+
+def frame_positions(frames: int, dim: int) -> torch.Tensor:
+    """Transformer-style sinusoidal positions ``[frames, dim]``: sines in the even
+    channels, cosines in the odd ones, wavelengths from 2 pi to 10000 * 2 pi."""
+    position = torch.arange(frames, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    out = torch.zeros(frames, dim)
+    out[:, 0::2] = torch.sin(position * rate)
+    out[:, 1::2] = torch.cos(position * rate[: dim // 2])
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -592,6 +611,7 @@ class InitTemporalAttention(UNetStage):
                     dim_head,
                     config.transformer_depth,
                     use_linear=False,
+                    position_encoding=config.temporal_position_encoding,
                 )
             ]
         )
@@ -644,7 +664,12 @@ class VC2UNet(nn.Module):
             if config.temporal_attention:
                 layers.append(
                     TemporalTransformer(
-                        ch, heads, dim_head, config.temporal_transformer_depth, config.use_linear
+                        ch,
+                        heads,
+                        dim_head,
+                        config.temporal_transformer_depth,
+                        config.use_linear,
+                        position_encoding=config.temporal_position_encoding,
                     )
                 )
             return layers
