@@ -65,6 +65,8 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
     model = load_base_model(str(tmp_path / "resumed" / "model"))
     assert model.defaults.num_frames == 8 and model.vae_scale_factor == 4
     assert model.vae.config.scaling_factor != 1.0  # set from the data
+    assert model.unet.config == UNET_CONFIG  # frame positions included, though not weights
+    assert model.schedule.parameterization == "v"
 
     with pytest.raises(UserError, match="other settings"):
         train_base(tmp_path / "resumed", BaseRecipe(steps=5), progress=False)
@@ -96,9 +98,9 @@ def test_the_diffusion_stage_draws_from_a_pool_encoded_once():
 
 
 def test_the_shapes_model_can_tell_frame_order_and_predicts_velocity():
-    """Temporal convolutions are what tell a clip from its reverse (see test_vc2_unet); the
-    v-parameterization is what lets the UNet learn the motion words."""
-    assert UNET_CONFIG.temporal_conv
+    """Temporal convolutions and frame positions tell a clip from its reverse (see
+    test_vc2_unet); v-prediction weighs the clip where the motion words decide it."""
+    assert UNET_CONFIG.temporal_conv and UNET_CONFIG.temporal_position_encoding
     assert build_shapes_model(0).schedule.parameterization == "v"
 
 

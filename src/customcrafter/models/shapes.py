@@ -43,6 +43,10 @@ UNET_CONFIG = VC2UNetConfig(
     # as an unordered set of frames and cannot say "left" from "right".
     temporal_conv=True,
     temporal_conv_dropout=0.0,
+    # With the convolutions alone this small UNet still cannot turn "moving left" into a
+    # frame-by-frame drift: its prediction from pure noise is the same for every motion
+    # word. Frame positions in the temporal attention give it the frame index to drift by.
+    temporal_position_encoding=True,
 )
 #: VideoCrafter2's schedule with two changes.
 #: - A larger final beta. At 8x8 latents the background color is the mean of 64

@@ -61,7 +61,7 @@ class BaseRecipe:
     vae_learning_rate: float = 1e-3
     vae_kl_weight: float = 1e-5
     pool_size: int = 16384
-    steps: int = 4000
+    steps: int = 3600
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200
