@@ -116,19 +116,33 @@ def test_evaluate_base_reads_every_clip_and_refuses_no_seeds():
     assert len(report["rows"]) == 37 and all(0 <= a <= 1 for a in report["accuracy"].values())
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped first model reads right on color (81%) but not yet on background "
-    "(45%) and motion (25%); see docs/results/shapes-base.md",
-)
-def test_the_shipped_model_follows_held_out_prompts():
-    """The claim in the README: on captions never trained on, at least 80% of the clips show
-    the prompt's object color, background and motion direction (one seed here; the README's
-    figures use three)."""
+@pytest.fixture(scope="module")
+def held_out_report():
+    """The shipped model on captions never trained on (one seed here; the README's figures
+    use three)."""
     from customcrafter.shapes.evaluate import evaluate_base
 
     report = evaluate_base(load_base_model("shapes"), seeds=[0], progress=False)
     assert report["clips"] == report["captions"] > 30
-    for attribute, accuracy in report["accuracy"].items():
-        assert accuracy >= 0.8, (attribute, report["accuracy"])
+    return report
+
+
+@pytest.mark.slow
+def test_the_shipped_model_renders_the_prompts_colors_and_backgrounds(held_out_report):
+    """The README's claim: at least 80% of held-out clips show the prompt's object color and
+    background."""
+    accuracy = held_out_report["accuracy"]
+    assert accuracy["color"] >= 0.8 and accuracy["background"] >= 0.8, accuracy
+    # and its objects move at the world's pace, about 2 px per frame
+    assert held_out_report["mean_displacement"]["moving"] > 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the shipped model moves its objects in a random direction (10% at 3 seeds): it "
+    "ignores its motion words; see docs/results/shapes-base.md",
+)
+def test_the_shipped_model_moves_the_way_its_prompts_say(held_out_report):
+    """The target: at least 80% of held-out clips move in the prompt's direction."""
+    assert held_out_report["accuracy"]["motion"] >= 0.8, held_out_report["accuracy"]
