@@ -22,3 +22,28 @@ def test_the_videocrafter2_memory_benchmark_runs_at_tiny_size():
     lines = result.stdout.splitlines()
     assert any(line.startswith("generate (sequential offload)") for line in lines)
     assert any(line.startswith("train (fp32, checkpointing)") for line in lines)
+
+
+def test_the_word_probe_reads_the_shipped_model():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "shapes_word_probe.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {
+        line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]]
+        for line in result.stdout.splitlines()
+        if line.startswith("| ") and line[2].isalpha() and "word changed" not in line
+    }
+    assert set(rows) == {
+        "motion: moving right",
+        "motion: standing still",
+        "color: blue",
+        "background: purple",
+        "no prompt",
+    }
+    assert all(len(values) == 3 for values in rows.values())
+    # the shipped model knows its colors and backgrounds (see docs/results/shapes-base.md)
+    assert min(rows["color: blue"]) > 0.01 and min(rows["background: purple"]) > 0.01

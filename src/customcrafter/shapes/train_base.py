@@ -10,8 +10,12 @@ same data as an uninterrupted one:
    set from the data afterwards, as Stable Diffusion's 0.18215 was.
 2. the text tower and the UNet together, with the VideoCrafter2 noise schedule (signal
    scaling included), captions with parts left out (so "a red star" means something on
-   its own) and 10% empty captions for classifier-free guidance. An exponential moving
-   average of the weights is what gets exported.
+   its own) and 10% empty captions for classifier-free guidance. The clips of this stage
+   come from a pool of ``pool_size`` clips drawn from the seed and encoded once by the
+   frozen VAE (encoding every step's clips afresh took a quarter of each step); every
+   step draws its clips, captions, noise and timesteps from ``(seed, step)``. The
+   learning rate warms up, then follows a cosine down to ``final_lr_fraction`` of its
+   peak. An exponential moving average of the weights is what gets exported.
 
 Output folder: ``model/`` (a converted model folder: ``--base DIR/model``),
 ``train-state.pt`` (resumable, written atomically every ``checkpoint_every`` steps) and
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +60,12 @@ class BaseRecipe:
     vae_batch_size: int = 64
     vae_learning_rate: float = 1e-3
     vae_kl_weight: float = 1e-5
-    steps: int = 3000
+    pool_size: int = 16384
+    steps: int = 3600
     batch_size: int = 32
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-3
     warmup_steps: int = 200
+    final_lr_fraction: float = 0.1
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     checkpoint_every: int = 250
@@ -119,16 +126,54 @@ def training_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
     return text
 
 
-def diffusion_batch(recipe: BaseRecipe, step: int):
-    """``(video [b, 3, f, h, w], captions)`` for one training step."""
-    rng = _rng(recipe.seed, 2, step)
-    specs = [random_spec(rng) for _ in range(recipe.batch_size)]
-    clips = np.stack([render_clip(s, int(rng.integers(2**31))) for s in specs])
+@dataclass
+class LatentPool:
+    """Clips for the diffusion stage, encoded once: ``latents [n, c, f, h, w]`` (sampled
+    from the VAE's posterior, scaled) and the ``specs`` their captions are made from."""
+
+    specs: list[ClipSpec]
+    latents: torch.Tensor
+
+
+def latent_pool(model, recipe: BaseRecipe, progress: bool = True) -> LatentPool:
+    """``recipe.pool_size`` clips drawn from the seed and encoded by the (frozen) VAE."""
+    rng = _rng(recipe.seed, 2, 0)
+    specs = [random_spec(rng) for _ in range(recipe.pool_size)]
+    seeds = rng.integers(2**31, size=len(specs))
+    gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 5)
+    chunks = []
+    size = 64
+    bar = tqdm(total=len(specs), desc="encoding clips", disable=not progress)
+    with torch.no_grad():
+        for start in range(0, len(specs), size):
+            part = zip(specs[start : start + size], seeds[start : start + size], strict=True)
+            clips = np.stack([render_clip(spec, int(seed)) for spec, seed in part])
+            video = _to_tensor(clips).permute(0, 2, 1, 3, 4)  # [b, f, 3, h, w] -> [b, 3, f, h, w]
+            chunks.append(model.encode_video(video, generator=gen))
+            bar.update(len(clips))
+    bar.close()
+    return LatentPool(specs, torch.cat(chunks))
+
+
+def diffusion_batch(recipe: BaseRecipe, step: int, pool: LatentPool):
+    """``(latents [b, c, f, h, w], captions)`` for one training step."""
+    rng = _rng(recipe.seed, 3, step)
+    index = rng.integers(len(pool.specs), size=recipe.batch_size)
     captions = [
-        "" if rng.random() < recipe.caption_dropout else training_caption(s, rng) for s in specs
+        "" if rng.random() < recipe.caption_dropout else training_caption(pool.specs[i], rng)
+        for i in index
     ]
-    video = _to_tensor(clips).permute(0, 2, 1, 3, 4)  # [b, f, 3, h, w] -> [b, 3, f, h, w]
-    return video, captions
+    return pool.latents[torch.from_numpy(index)], captions
+
+
+def learning_rate(recipe: BaseRecipe, step: int) -> float:
+    """Linear warm-up, then a cosine from the peak down to ``final_lr_fraction`` of it."""
+    if step < recipe.warmup_steps:
+        return recipe.learning_rate * (step + 1) / recipe.warmup_steps
+    span = max(1, recipe.steps - recipe.warmup_steps)
+    progress = min(1.0, (step - recipe.warmup_steps) / span)
+    low = recipe.final_lr_fraction
+    return recipe.learning_rate * (low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class _State:
@@ -225,15 +270,15 @@ def train_base(
         ema = saved["ema"]
         start = saved["step"]
     fps = model.defaults.fps
+    pool = latent_pool(model, recipe, progress) if start < recipe.steps else None
     bar = tqdm(range(start, recipe.steps), desc="UNet", disable=not progress, initial=start)
     began = time.perf_counter()
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = recipe.learning_rate * min(1.0, (step + 1) / recipe.warmup_steps)
-        video, captions = diffusion_batch(recipe, step)
+            group["lr"] = learning_rate(recipe, step)
+        x0, captions = diffusion_batch(recipe, step, pool)
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 7 + step)
-        with torch.no_grad():
-            x0 = model.encode_video(video, generator=gen)
+        torch.manual_seed(recipe.seed * 1_000_003 + 11 + step)  # dropout, as on resume
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=gen)
         context = text(model.tokenize(captions))
