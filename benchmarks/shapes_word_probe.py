@@ -26,13 +26,15 @@ VARIANTS = {
     "background: purple": PROMPT.replace("gray", "purple"),
     "no prompt": "",
 }
+#: noise levels probed: pure noise, and two where the layout is still being decided
+TIMESTEPS = (999, 800, 500)
 
 
 @torch.no_grad()
-def probe(model, timesteps=(999, 800, 500), samples: int = 8, seed: int = 0) -> dict:
+def probe(model, timesteps=TIMESTEPS, samples: int = 8, seed: int = 0) -> dict:
     """``{variant: [rms change at each timestep]}`` against ``PROMPT``."""
-    d = model.defaults
-    shape = (samples, 4, d.num_frames, d.height // 4, d.width // 4)
+    d, s = model.defaults, model.vae_scale_factor
+    shape = (samples, model.unet.config.in_channels, d.num_frames, d.height // s, d.width // s)
     x0 = torch.zeros(shape)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
@@ -58,11 +60,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     model = load_base_model(args.base)
-    timesteps = (999, 800, 500)
-    rows = probe(model, timesteps)
+    rows = probe(model)
     print(f"RMS change of the UNet output against {PROMPT!r}")
-    print(f"| word changed | {' | '.join(f't={t}' for t in timesteps)} |")
-    print(f"| --- | {' | '.join('---' for _ in timesteps)} |")
+    print(f"| word changed | {' | '.join(f't={t}' for t in TIMESTEPS)} |")
+    print(f"| --- | {' | '.join('---' for _ in TIMESTEPS)} |")
     for name, values in rows.items():
         print(f"| {name} | {' | '.join(f'{v:.4f}' for v in values)} |")
 
