@@ -311,7 +311,6 @@ def test_frame_positions_are_the_transformer_sinusoids():
 
 def test_frame_positions_are_a_setting_outside_the_weights():
     plain = VC2UNet(tiny_config())
-    torch.manual_seed(0)
     positioned = VC2UNet(dataclasses.replace(tiny_config(), temporal_position_encoding=True))
     assert plain.state_dict().keys() == positioned.state_dict().keys()
     flags = [m.position_encoding for m in positioned.modules() if hasattr(m, "position_encoding")]
