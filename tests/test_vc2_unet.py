@@ -16,6 +16,7 @@ from torch import nn
 from customcrafter.models.vc2_unet import (
     SPATIAL_BLOCK_PATTERN,
     SpatialTransformer,
+    TemporalTransformer,
     VC2UNet,
     VC2UNetConfig,
     frame_positions,
@@ -162,7 +163,6 @@ def test_default_config_is_the_full_size_videocrafter2_unet():
     [
         {"use_relative_position": True},
         {"use_causal_attention": True},
-        {"temporal_selfatt_only": False},
         {"use_scale_shift_norm": True},
         {"resblock_updown": True},
     ],
@@ -322,3 +322,85 @@ def test_temporal_conv_dropout_is_a_setting():
     rates = {m.p for m in VC2UNet(config).modules() if isinstance(m, nn.Dropout)}
     default = {m.p for m in VC2UNet(tiny_config()).modules() if isinstance(m, nn.Dropout)}
     assert 0.1 in default and 0.1 not in rates
+
+
+# --- temporal cross-attention (temporal_selfatt_only=False) ------------------------------
+
+
+def text_in_time_config() -> VC2UNetConfig:
+    return dataclasses.replace(tiny_config(), temporal_selfatt_only=False)
+
+
+def test_temporal_cross_attention_reads_the_text_in_every_temporal_transformer():
+    config = text_in_time_config()
+    unet = VC2UNet(config)
+    temporal = [m for m in unet.modules() if isinstance(m, TemporalTransformer)]
+    assert len(temporal) == 1 + len(spatial_block_names(unet))  # init_attn included
+    for module in temporal:
+        for block in module.transformer_blocks:
+            assert block.attn2.to_k.in_features == config.context_dim
+            assert block.attn1.to_k.in_features == block.attn1.to_q.in_features
+    # VideoCrafter2's setting: attn2 is a second self-attention over the frames
+    for module in VC2UNet(tiny_config()).modules():
+        if isinstance(module, TemporalTransformer):
+            attn2 = module.transformer_blocks[0].attn2
+            assert attn2.to_k.in_features == attn2.to_q.in_features
+
+
+def test_temporal_cross_attention_gives_each_video_its_own_prompt():
+    torch.manual_seed(0)
+    layer = TemporalTransformer(32, 4, 8, 1, position_encoding=True, context_dim=16).eval()
+    nn.init.normal_(layer.proj_out.weight, std=0.1)  # so that the layer is not the identity
+    x, context = torch.randn(2, 32, 4, 3, 3), torch.randn(2, 5, 16)
+    with torch.no_grad():
+        both = layer(x, context)
+        second = layer(x[1:], context[1:])
+        swapped = layer(x, context.flip(0))
+    assert torch.allclose(both[1:], second, atol=1e-5)
+    assert not torch.allclose(both, swapped, atol=1e-3)
+    with pytest.raises(ValueError, match="context"):
+        layer(x)
+
+
+def test_with_temporal_cross_attention_the_text_reaches_the_temporal_layers():
+    """Silence every spatial cross-attention: the prompt then changes the output only when
+    the temporal transformers read it, the only layers that also know the frame index."""
+    x, t = torch.randn(1, 4, 4, 8, 8), torch.tensor([500])
+    contexts = torch.randn(2, 1, 5, 16)
+
+    def text_effect(config) -> float:
+        torch.manual_seed(0)
+        unet = VC2UNet(config).eval()
+        for name, module in unet.named_modules():
+            if isinstance(module, nn.Linear) and name.endswith("proj_out"):
+                nn.init.normal_(module.weight, std=0.1)  # fresh transformers add nothing
+            if isinstance(module, SpatialTransformer):
+                for block in module.transformer_blocks:
+                    nn.init.zeros_(block.attn2.to_out[0].weight)
+                    nn.init.zeros_(block.attn2.to_out[0].bias)
+        with torch.no_grad():
+            a, b = (unet(x, t, c, fps=8) for c in contexts)
+        return (a - b).abs().max().item()
+
+    assert text_effect(tiny_config()) == 0.0
+    assert text_effect(text_in_time_config()) > 1e-3
+
+
+def test_temporal_cross_attention_is_inferred_from_the_weights():
+    for config in (tiny_config(), text_in_time_config()):
+        inferred = infer_config_from_state_dict(VC2UNet(config).state_dict())
+        assert inferred.temporal_selfatt_only == config.temporal_selfatt_only
+        assert VC2UNet(inferred).load_state_dict(VC2UNet(config).state_dict()) is not None
+
+
+def test_the_spatial_pattern_never_reaches_temporal_cross_attention():
+    unet = VC2UNet(text_in_time_config())
+    matched = matched_names(unet)
+    assert matched == spatial_block_names(unet)
+    temporal_attn2 = [
+        name
+        for name, module in unet.named_modules()
+        if isinstance(module, TemporalTransformer)
+        for name in [f"{name}.transformer_blocks.0.attn2"]
+    ]
+    assert temporal_attn2 and not any(n.startswith(m) for n in temporal_attn2 for m in matched)

@@ -3,8 +3,9 @@
 Module paths follow the original ``openaimodel3d.UNetModel`` so that the checkpoint's
 ``model.diffusion_model.*`` tensors load with ``strict=True`` (the misspelt ``temopral_conv``
 included). Only the settings VideoCrafter2 uses are implemented: linear projections in the
-spatial and temporal transformers, temporal self-attention only (no relative positions, no
-causal mask), temporal convolutions in every ResBlock, the extra temporal attention after the
+spatial and temporal transformers, no relative positions and no causal mask in the temporal
+attention (which may also cross-attend to the text, VideoCrafter's ``temporal_selfatt_only:
+false``), temporal convolutions in every ResBlock, the extra temporal attention after the
 first convolution (``init_attn``) and fps conditioning.
 
 Inside the network frames are folded into the batch, ``[(b f), c, h, w]`` with the batch
@@ -77,6 +78,9 @@ class VC2UNetConfig:
     #: dropout inside the temporal convolutions (VideoCrafter2 fixes it at 0.1)
     temporal_conv_dropout: float = 0.1
     temporal_attention: bool = True
+    #: False: the temporal transformers' ``attn2`` cross-attends to the text (every pixel's
+    #: frame sequence sees the whole prompt), as VideoCrafter builds it on request.
+    #: VideoCrafter2 sets True: ``attn2`` is a second self-attention over the frames.
     temporal_selfatt_only: bool = True
     use_relative_position: bool = False
     use_causal_attention: bool = False
@@ -96,7 +100,6 @@ class VC2UNetConfig:
         unsupported = {
             "use_relative_position": (self.use_relative_position, False),
             "use_causal_attention": (self.use_causal_attention, False),
-            "temporal_selfatt_only": (self.temporal_selfatt_only, True),
         }
         for name, (value, wanted) in unsupported.items():
             if bool(value) != wanted:
@@ -183,6 +186,11 @@ def infer_config_from_state_dict(state_dict: Mapping[str, Any]) -> VC2UNetConfig
     block = "middle_block.1"
     depth = count(f"{block}.transformer_blocks.", 3)
     temporal = "middle_block.2.norm.weight" in state_dict
+    context_dim = shape(f"{block}.transformer_blocks.0.attn2.to_k.weight")[1]
+    # init_attn's attn2 reads the text (width context_dim) or the frames (its inner width);
+    # when the two widths are equal the weights cannot tell, and VideoCrafter2's setting wins
+    init_k = shape("init_attn.0.transformer_blocks.0.attn2.to_k.weight")
+    temporal_selfatt_only = init_k[1] == init_k[0] or init_k[1] != context_dim
     temporal_depth = count("middle_block.2.transformer_blocks.", 3) if temporal else 1
     return VC2UNetConfig(
         in_channels=shape("input_blocks.0.0.weight")[1],
@@ -194,7 +202,8 @@ def infer_config_from_state_dict(state_dict: Mapping[str, Any]) -> VC2UNetConfig
         num_head_channels=num_head_channels,
         transformer_depth=depth,
         temporal_transformer_depth=temporal_depth,
-        context_dim=shape(f"{block}.transformer_blocks.0.attn2.to_k.weight")[1],
+        context_dim=context_dim,
+        temporal_selfatt_only=temporal_selfatt_only,
         use_linear=len(shape(f"{block}.proj_in.weight")) == 2,
         temporal_conv="input_blocks.1.0.temopral_conv.conv1.2.weight" in state_dict,
         temporal_attention=temporal,
@@ -397,10 +406,12 @@ class SpatialTransformer(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    """Self-attention along the frames of each pixel.
+    """Attention along the frames of each pixel.
 
     ``x [b, c, f, h, w] -> [b, c, f, h, w]``. With ``use_linear=False`` the projections are
-    1x1 Conv1d layers (the checkpoint's ``init_attn`` stores them that way).
+    1x1 Conv1d layers (the checkpoint's ``init_attn`` stores them that way). With a
+    ``context_dim`` each block's ``attn2`` cross-attends to the text ``[b, L, context_dim]``
+    (the same prompt for every pixel); without one it is a second self-attention.
     """
 
     def __init__(
@@ -412,10 +423,12 @@ class TemporalTransformer(nn.Module):
         use_linear: bool = True,
         dropout: float = 0.0,
         position_encoding: bool = False,
+        context_dim: int | None = None,
     ):
         super().__init__()
         inner_dim = heads * dim_head
         self.position_encoding = position_encoding
+        self.cross_attention = context_dim is not None
         self.norm = GroupNorm32(32, channels, eps=1e-6)
         if use_linear:
             self.proj_in: nn.Module = nn.Linear(channels, inner_dim)
@@ -423,19 +436,26 @@ class TemporalTransformer(nn.Module):
         else:
             self.proj_in = nn.Conv1d(channels, inner_dim, kernel_size=1)
             self.proj_out = nn.Conv1d(inner_dim, channels, kernel_size=1)
-        # only self-attention over frames: attn2 gets no context, hence no context_dim
         self.transformer_blocks = nn.ModuleList(
-            TransformerBlock(inner_dim, heads, dim_head, None, dropout) for _ in range(depth)
+            TransformerBlock(inner_dim, heads, dim_head, context_dim, dropout) for _ in range(depth)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         b, c, f, h, w = x.shape
+        if self.cross_attention:
+            if context is None:
+                raise ValueError(
+                    "this temporal transformer cross-attends to the text: pass context"
+                )
+            context = context.repeat_interleave(h * w, dim=0)  # [b, L, d] -> [(b h w), L, d]
+        else:
+            context = None
         tokens = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, f, c)
         tokens = _project(self.proj_in, tokens)
         if self.position_encoding:
             tokens = tokens + frame_positions(f, tokens.shape[-1]).to(tokens)
         for block in self.transformer_blocks:
-            tokens = block(tokens)
+            tokens = block(tokens, context)
         tokens = _project(self.proj_out, tokens)
         return x + tokens.reshape(b, h, w, f, c).permute(0, 4, 3, 1, 2)
 
@@ -570,6 +590,11 @@ class _Conditioning:
     context: torch.Tensor  # [(b f), L, context_dim]
     num_frames: int
 
+    @property
+    def video_context(self) -> torch.Tensor:
+        """The text once per video, ``[b, L, context_dim]``, for the temporal layers."""
+        return self.context[:: self.num_frames]
+
 
 class UNetStage(nn.ModuleList):
     """One entry of ``input_blocks`` / ``output_blocks`` or the ``middle_block``.
@@ -585,7 +610,7 @@ class UNetStage(nn.ModuleList):
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, cond.context)
             elif isinstance(layer, TemporalTransformer):
-                x = _fold_frames(layer(_unfold_frames(x, cond.num_frames)))
+                x = _fold_frames(layer(_unfold_frames(x, cond.num_frames), cond.video_context))
             else:
                 x = layer(x)
         return x
@@ -612,6 +637,7 @@ class InitTemporalAttention(UNetStage):
                     config.transformer_depth,
                     use_linear=False,
                     position_encoding=config.temporal_position_encoding,
+                    context_dim=None if config.temporal_selfatt_only else config.context_dim,
                 )
             ]
         )
@@ -670,6 +696,7 @@ class VC2UNet(nn.Module):
                         config.temporal_transformer_depth,
                         config.use_linear,
                         position_encoding=config.temporal_position_encoding,
+                        context_dim=None if config.temporal_selfatt_only else config.context_dim,
                     )
                 )
             return layers
