@@ -72,6 +72,29 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
         train_base(tmp_path / "resumed", BaseRecipe(steps=5), progress=False)
 
 
+def test_the_recipe_can_keep_the_text_tower_at_its_seeded_initialization(tmp_path):
+    recipe = BaseRecipe(**{**MICRO.__dict__, "train_text_encoder": False})
+    train_base(tmp_path / "frozen", recipe, progress=False)
+    seeded = build_shapes_model(recipe.seed)
+    trained = _weights(tmp_path / "frozen")
+    text = trained["text_encoder"]
+    assert text.keys() == seeded.text_encoder.state_dict().keys()
+    assert all(torch.equal(v, text[k]) for k, v in seeded.text_encoder.state_dict().items())
+    unet = seeded.unet.state_dict()
+    assert any(not torch.equal(v, trained["unet"][k]) for k, v in unet.items())
+
+
+def test_train_base_takes_every_recipe_setting_on_the_command_line():
+    from customcrafter.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["shapes", "train-base", "--out", "x", "--steps", "7", "--no-train-text-encoder"]
+    )
+    assert args.steps == 7 and args.train_text_encoder is False
+    args = build_parser().parse_args(["shapes", "train-base", "--out", "x"])
+    assert args.train_text_encoder is True and args.steps == BaseRecipe().steps
+
+
 def test_the_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
     recipe = BaseRecipe(learning_rate=1e-3, warmup_steps=10, steps=110, final_lr_fraction=0.1)
     rates = [recipe_module.learning_rate(recipe, step) for step in range(recipe.steps)]

@@ -176,12 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .shapes.train_base import BaseRecipe
 
     for f in fields(BaseRecipe):
-        tb.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=type(f.default),
-            default=f.default,
-            help=f"(default: {f.default})",
-        )
+        flag, text = "--" + f.name.replace("_", "-"), f"(default: {f.default})"
+        if isinstance(f.default, bool):
+            tb.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            tb.add_argument(flag, type=type(f.default), default=f.default, help=text)
     ev = shapes_sub.add_parser(
         "evaluate-base",
         help="how often the model's clips show the prompt's color, background and motion",

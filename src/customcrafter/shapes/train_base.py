@@ -68,6 +68,9 @@ class BaseRecipe:
     final_lr_fraction: float = 0.1
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
+    #: train the text tower with the UNet; False keeps it at its seeded initialization
+    #: (frozen, as VideoCrafter2 keeps OpenCLIP), so that no two words can merge
+    train_text_encoder: bool = True
     checkpoint_every: int = 250
 
 
@@ -257,8 +260,10 @@ def train_base(
 
     # --- stage 2: text tower and UNet --------------------------------------------------------
     unet, text = model.unet, model.text_encoder
-    params = [*unet.parameters(), *text.parameters()]
-    for module in (unet, text):
+    trained = (unet, text) if recipe.train_text_encoder else (unet,)
+    params = [p for module in trained for p in module.parameters()]
+    text.requires_grad_(False).eval()
+    for module in trained:
         module.requires_grad_(True).train()
     opt = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=1e-2)
     ema = [p.detach().clone() for p in params]
