@@ -132,6 +132,11 @@ class VC2UNetConfig:
                 ignored.append(key)
         return cls(**kwargs, ignored=tuple(ignored))
 
+    @property
+    def temporal_context_dim(self) -> int | None:
+        """Width of the text the temporal transformers read; None when they read none."""
+        return None if self.temporal_selfatt_only else self.context_dim
+
     def heads_for(self, channels: int) -> tuple[int, int]:
         """``(heads, dim_head)`` of the spatial and temporal attention at ``channels`` width."""
         if self.num_head_channels != -1:
@@ -637,7 +642,7 @@ class InitTemporalAttention(UNetStage):
                     config.transformer_depth,
                     use_linear=False,
                     position_encoding=config.temporal_position_encoding,
-                    context_dim=None if config.temporal_selfatt_only else config.context_dim,
+                    context_dim=config.temporal_context_dim,
                 )
             ]
         )
@@ -696,7 +701,7 @@ class VC2UNet(nn.Module):
                         config.temporal_transformer_depth,
                         config.use_linear,
                         position_encoding=config.temporal_position_encoding,
-                        context_dim=None if config.temporal_selfatt_only else config.context_dim,
+                        context_dim=config.temporal_context_dim,
                     )
                 )
             return layers
