@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(BaseRecipe):
         flag, text = "--" + f.name.replace("_", "-"), f"(default: {f.default})"
         if isinstance(f.default, bool):
-            tb.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            tb.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=f.default, help=text
+            )
         else:
             tb.add_argument(flag, type=type(f.default), default=f.default, help=text)
     ev = shapes_sub.add_parser(

@@ -8,14 +8,15 @@ same data as an uninterrupted one:
    patterns the world never shows (an image autoencoder knows no words; the subjects'
    exact shape-and-pattern combinations are not singled out). Its latent scale factor is
    set from the data afterwards, as Stable Diffusion's 0.18215 was.
-2. the text tower and the UNet together, with the VideoCrafter2 noise schedule (signal
-   scaling included), captions with parts left out (so "a red star" means something on
-   its own) and 10% empty captions for classifier-free guidance. The clips of this stage
-   come from a pool of ``pool_size`` clips drawn from the seed and encoded once by the
-   frozen VAE (encoding every step's clips afresh took a quarter of each step); every
-   step draws its clips, captions, noise and timesteps from ``(seed, step)``. The
-   learning rate warms up, then follows a cosine down to ``final_lr_fraction`` of its
-   peak. An exponential moving average of the weights is what gets exported.
+2. the text tower and the UNet together (or the UNet alone: ``train_text_encoder=False``),
+   with the VideoCrafter2 noise schedule (signal scaling included), captions with parts
+   left out (so "a red star" means something on its own) and 10% empty captions for
+   classifier-free guidance. The clips of this stage come from a pool of ``pool_size``
+   clips drawn from the seed and encoded once by the frozen VAE (encoding every step's
+   clips afresh took a quarter of each step); every step draws its clips, captions,
+   noise and timesteps from ``(seed, step)``. The learning rate warms up, then follows a
+   cosine down to ``final_lr_fraction`` of its peak. An exponential moving average of the
+   weights is what gets exported.
 
 Output folder: ``model/`` (a converted model folder: ``--base DIR/model``),
 ``train-state.pt`` (resumable, written atomically every ``checkpoint_every`` steps) and
