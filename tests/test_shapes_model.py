@@ -1,6 +1,8 @@
 """The shapes model: built from the same parts as VideoCrafter2, trained by a resumable
 recipe, exported in the converted-folder format, and shipped as ``--base shapes``."""
 
+import dataclasses
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -73,7 +75,7 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
 
 
 def test_the_recipe_can_keep_the_text_tower_at_its_seeded_initialization(tmp_path):
-    recipe = BaseRecipe(**{**MICRO.__dict__, "train_text_encoder": False})
+    recipe = dataclasses.replace(MICRO, train_text_encoder=False)
     train_base(tmp_path / "frozen", recipe, progress=False)
     seeded = build_shapes_model(recipe.seed)
     trained = _weights(tmp_path / "frozen")
