@@ -226,7 +226,13 @@ def train_base(
             start = saved["step"]
         else:
             start = recipe.vae_steps
-    bar = tqdm(range(start, recipe.vae_steps), desc="VAE", disable=not progress, initial=start)
+    bar = tqdm(
+        range(start, recipe.vae_steps),
+        desc="VAE",
+        disable=not progress,
+        initial=start,
+        total=recipe.vae_steps,
+    )
     for step in bar:
         x = vae_batch(recipe.seed, step, recipe.vae_batch_size)
         dist = vae.encode(x).latent_dist
@@ -277,7 +283,13 @@ def train_base(
         start = saved["step"]
     fps = model.defaults.fps
     pool = latent_pool(model, recipe, progress) if start < recipe.steps else None
-    bar = tqdm(range(start, recipe.steps), desc="UNet", disable=not progress, initial=start)
+    bar = tqdm(
+        range(start, recipe.steps),
+        desc="UNet",
+        disable=not progress,
+        initial=start,
+        total=recipe.steps,
+    )
     began = time.perf_counter()
     for step in bar:
         for group in opt.param_groups:
