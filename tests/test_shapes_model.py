@@ -74,32 +74,27 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
         train_base(tmp_path / "resumed", BaseRecipe(steps=5), progress=False)
 
 
-def test_the_text_tower_stays_at_its_seeded_initialization_unless_asked(tmp_path):
-    seeded = build_shapes_model(MICRO.seed)
-    seeded_text = seeded.text_encoder.state_dict()
-    for name, recipe in (
-        ("frozen", MICRO),
-        ("trained", dataclasses.replace(MICRO, train_text_encoder=True)),
-    ):
-        train_base(tmp_path / name, recipe, progress=False)
-        trained = _weights(tmp_path / name)
-        text = trained["text_encoder"]
-        assert text.keys() == seeded_text.keys()
-        unchanged = all(torch.equal(v, text[k]) for k, v in seeded_text.items())
-        assert unchanged == (not recipe.train_text_encoder), name
-        unet = seeded.unet.state_dict()
-        assert any(not torch.equal(v, trained["unet"][k]) for k, v in unet.items())
+def test_the_recipe_can_keep_the_text_tower_at_its_seeded_initialization(tmp_path):
+    recipe = dataclasses.replace(MICRO, train_text_encoder=False)
+    train_base(tmp_path / "frozen", recipe, progress=False)
+    seeded = build_shapes_model(recipe.seed)
+    trained = _weights(tmp_path / "frozen")
+    text = trained["text_encoder"]
+    assert text.keys() == seeded.text_encoder.state_dict().keys()
+    assert all(torch.equal(v, text[k]) for k, v in seeded.text_encoder.state_dict().items())
+    unet = seeded.unet.state_dict()
+    assert any(not torch.equal(v, trained["unet"][k]) for k, v in unet.items())
 
 
 def test_train_base_takes_every_recipe_setting_on_the_command_line():
     from customcrafter.cli import build_parser
 
     args = build_parser().parse_args(
-        ["shapes", "train-base", "--out", "x", "--steps", "7", "--train-text-encoder"]
+        ["shapes", "train-base", "--out", "x", "--steps", "7", "--no-train-text-encoder"]
     )
-    assert args.steps == 7 and args.train_text_encoder is True
+    assert args.steps == 7 and args.train_text_encoder is False
     args = build_parser().parse_args(["shapes", "train-base", "--out", "x"])
-    assert args.train_text_encoder is False and args.steps == BaseRecipe().steps
+    assert args.train_text_encoder is True and args.steps == BaseRecipe().steps
 
 
 def test_the_learning_rate_warms_up_then_follows_a_cosine_to_its_floor():
@@ -170,8 +165,8 @@ def test_the_shipped_model_renders_the_prompts_colors_and_backgrounds(held_out_r
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="the shipped model tells moving from standing still, but picks the direction "
-    "little better than chance (49% at 3 seeds); see docs/results/shapes-base.md",
+    reason="the shipped model moves its objects in a random direction (10% at 3 seeds): it "
+    "ignores its motion words; see docs/results/shapes-base.md",
 )
 def test_the_shipped_model_moves_the_way_its_prompts_say(held_out_report):
     """The target: at least 80% of held-out clips move in the prompt's direction."""

@@ -47,11 +47,6 @@ UNET_CONFIG = VC2UNetConfig(
     # for every motion word. Frame positions in the temporal attention give it the frame
     # index that a drift needs; they have not yet been enough to learn the motion words.
     temporal_position_encoding=True,
-    # VideoCrafter's ``temporal_selfatt_only: false``: the temporal transformers also
-    # cross-attend to the prompt, so one layer sees both the frame index and the motion
-    # word. With a frozen text tower (``BaseRecipe.train_text_encoder``) this is what
-    # first made the motion words matter (docs/results/shapes-base.md).
-    temporal_selfatt_only=False,
 )
 #: VideoCrafter2's schedule with two changes.
 #: - A larger final beta. At 8x8 latents the background color is the mean of 64

@@ -8,7 +8,7 @@ same data as an uninterrupted one:
    patterns the world never shows (an image autoencoder knows no words; the subjects'
    exact shape-and-pattern combinations are not singled out). Its latent scale factor is
    set from the data afterwards, as Stable Diffusion's 0.18215 was.
-2. the UNet (and the text tower too with ``train_text_encoder=True``),
+2. the text tower and the UNet together (or the UNet alone: ``train_text_encoder=False``),
    with the VideoCrafter2 noise schedule (signal scaling included), captions with parts
    left out (so "a red star" means something on its own) and 10% empty captions for
    classifier-free guidance. The clips of this stage come from a pool of ``pool_size``
@@ -62,17 +62,16 @@ class BaseRecipe:
     vae_learning_rate: float = 1e-3
     vae_kl_weight: float = 1e-5
     pool_size: int = 16384
-    steps: int = 2000
+    steps: int = 3600
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200
     final_lr_fraction: float = 0.1
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
-    #: train the text tower with the UNet. The default keeps it at its seeded
-    #: initialization (frozen, as VideoCrafter2 keeps OpenCLIP): trained, it merged the
-    #: motion words "left" and "right" into one meaning
-    train_text_encoder: bool = False
+    #: train the text tower with the UNet; False keeps it at its seeded initialization
+    #: (frozen, as VideoCrafter2 keeps OpenCLIP), so that no two words can merge
+    train_text_encoder: bool = True
     checkpoint_every: int = 250
 
 
