@@ -3,6 +3,7 @@ recipe, exported in the converted-folder format, and shipped as ``--base shapes`
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -86,13 +87,57 @@ def test_the_recipe_can_keep_the_text_tower_at_its_seeded_initialization(tmp_pat
     assert any(not torch.equal(v, trained["unet"][k]) for k, v in unet.items())
 
 
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path):
+    train_base(tmp_path / "run", MICRO, progress=False)
+    state_path = tmp_path / "run" / "train-state.pt"
+    state = torch.load(state_path, weights_only=True)
+    for name in ("temporal_cross_attention", "color_dropout"):
+        del state["recipe"][name]
+    torch.save(state, state_path)
+    train_base(tmp_path / "run", MICRO, progress=False)  # nothing left to do, no error
+    with pytest.raises(UserError, match="other settings"):
+        train_base(tmp_path / "run", dataclasses.replace(MICRO, color_dropout=0.5), False)
+
+
+def test_the_recipe_can_add_temporal_cross_attention(tmp_path):
+    recipe = dataclasses.replace(MICRO, temporal_cross_attention=True)
+    model = load_base_model(str(train_base(tmp_path / "run", recipe, progress=False)))
+    assert model.unet.config == dataclasses.replace(UNET_CONFIG, temporal_selfatt_only=False)
+    assert model.unet.config.temporal_context_dim == UNET_CONFIG.context_dim
+
+
+def test_color_dropout_leaves_the_object_color_out_of_some_captions():
+    from customcrafter.shapes.world import ClipSpec
+
+    spec = ClipSpec(shape="star", color="red", motion="moving left", background="gray")
+
+    def captions(**kwargs):
+        rng = np.random.default_rng(0)
+        return [recipe_module.training_caption(spec, rng, **kwargs) for _ in range(200)]
+
+    # no dropout draws exactly the captions of recipes from before the setting
+    before = np.random.default_rng(0)
+    assert captions() == [recipe_module.training_caption(spec, before) for _ in range(200)]
+    assert captions(color_dropout=0.0) == captions()
+    assert all("red star" in text for text in captions())
+    dropped = captions(color_dropout=1.0)
+    assert all(" red " not in text and "a star" in text for text in dropped)
+    assert "a star moving left on a gray background" in dropped
+    some = captions(color_dropout=0.3)
+    assert 0.15 < sum(" red " not in text for text in some) / len(some) < 0.45
+    with pytest.raises(UserError, match="color_dropout is a probability"):
+        BaseRecipe(color_dropout=1.5)
+
+
 def test_train_base_takes_every_recipe_setting_on_the_command_line():
     from customcrafter.cli import build_parser
 
     args = build_parser().parse_args(
         ["shapes", "train-base", "--out", "x", "--steps", "7", "--no-train-text-encoder"]
+        + ["--temporal-cross-attention", "--color-dropout", "0.1"]
     )
     assert args.steps == 7 and args.train_text_encoder is False
+    assert args.temporal_cross_attention is True and args.color_dropout == 0.1
     args = build_parser().parse_args(["shapes", "train-base", "--out", "x"])
     assert args.train_text_encoder is True and args.steps == BaseRecipe().steps
 

@@ -107,14 +107,15 @@ def build_tokenizer(words: list[str]):
     )
 
 
-def build_shapes_model(seed: int = 0):
-    """The shapes model with random weights (what ``train-base`` starts from)."""
+def build_shapes_model(seed: int = 0, unet_config: VC2UNetConfig | None = None):
+    """The shapes model with random weights (what ``train-base`` starts from); the UNet is
+    ``UNET_CONFIG`` unless ``unet_config`` is given."""
     from ..shapes.world import vocabulary
     from .videocrafter2 import VideoCrafter2Model
 
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(vocabulary())
-    unet = VC2UNet(UNET_CONFIG)
+    unet = VC2UNet(unet_config or UNET_CONFIG)
     vae = AutoencoderKL(**VAE_CONFIG)
     text_encoder = OpenCLIPTextEncoder(
         OpenCLIPTextConfig(

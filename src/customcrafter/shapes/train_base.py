@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from ..io.files import atomic_path
 from ..models.shapes import UNET_CONFIG, VAE_CONFIG, build_shapes_model
 from ..models.vc2_convert import VC2Components, write_converted
+from ..models.vc2_unet import VC2UNetConfig
 from .world import (
     BACKGROUNDS,
     OBJECT_COLORS,
@@ -72,6 +73,24 @@ class BaseRecipe:
     #: train the text tower with the UNet; False keeps it at its seeded initialization
     #: (frozen, as VideoCrafter2 keeps OpenCLIP), so that no two words can merge
     train_text_encoder: bool = True
+    #: let the temporal transformers also cross-attend to the prompt (VideoCrafter's
+    #: ``temporal_selfatt_only: false``), putting the frame index and the motion word in
+    #: one layer
+    temporal_cross_attention: bool = False
+    #: share of training captions that leave out the object's color ("a star moving left
+    #: on a gray background"): the class-word prompts of customization have no color, and
+    #: a frozen text tower does not carry the captions it was trained on over to them
+    color_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        from ..errors import UserError
+
+        for name in ("caption_dropout", "color_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(
+                    f"{name} is a probability, between 0 and 1 (got {getattr(self, name)})"
+                )
+
     checkpoint_every: int = 250
 
 
@@ -113,9 +132,11 @@ def vae_batch(seed: int, step: int, count: int) -> torch.Tensor:
     return _to_tensor(np.stack(frames))
 
 
-def training_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
+def training_caption(spec: ClipSpec, rng: np.random.Generator, color_dropout: float = 0.0) -> str:
     """The clip's caption, sometimes with its motion or background (or both) left out, or
-    with a "video of" prefix."""
+    with a "video of" prefix; with probability ``color_dropout`` without the object's
+    color. (With no color dropout, no random number is drawn for it: recipes from before
+    the setting draw the same captions.)"""
     draw = rng.random()
     if draw < 0.15:
         text = f"a {spec.color} {spec.shape} {spec.motion}"
@@ -127,6 +148,8 @@ def training_caption(spec: ClipSpec, rng: np.random.Generator) -> str:
         text = caption(spec.color, spec.shape, spec.motion, spec.background)
     if rng.random() < 0.2:
         text = "video of " + text
+    if color_dropout > 0 and rng.random() < color_dropout:
+        text = text.replace(f" {spec.color} ", " ", 1)  # object colors are not backgrounds
     return text
 
 
@@ -164,7 +187,9 @@ def diffusion_batch(recipe: BaseRecipe, step: int, pool: LatentPool):
     rng = _rng(recipe.seed, 3, step)
     index = rng.integers(len(pool.specs), size=recipe.batch_size)
     captions = [
-        "" if rng.random() < recipe.caption_dropout else training_caption(pool.specs[i], rng)
+        ""
+        if rng.random() < recipe.caption_dropout
+        else training_caption(pool.specs[i], rng, recipe.color_dropout)
         for i in index
     ]
     return pool.latents[torch.from_numpy(index)], captions
@@ -205,14 +230,14 @@ def train_base(
     out.mkdir(parents=True, exist_ok=True)
     store = _State(out / "train-state.pt")
     saved = store.load()
-    if saved is not None and saved["recipe"] != dataclasses.asdict(recipe):
+    if saved is not None and _settings(saved["recipe"]) != dataclasses.asdict(recipe):
         from ..errors import UserError
 
         raise UserError(
             f"{out} holds a run with other settings ({saved['recipe']}); "
             "use another --out or the same settings"
         )
-    model = build_shapes_model(recipe.seed)
+    model = build_shapes_model(recipe.seed, unet_config(recipe))
 
     # --- stage 1: the VAE ------------------------------------------------------------------
     vae = model.vae
@@ -334,6 +359,19 @@ def train_base(
     return export(model, out / "model")
 
 
+def unet_config(recipe: BaseRecipe) -> VC2UNetConfig:
+    """The UNet the recipe trains: ``UNET_CONFIG`` with the recipe's temporal text setting."""
+    return dataclasses.replace(
+        UNET_CONFIG, temporal_selfatt_only=not recipe.temporal_cross_attention
+    )
+
+
+def _settings(saved: dict) -> dict:
+    """A saved recipe with the settings added since it was saved at their defaults (which
+    reproduce what the run did before they existed)."""
+    return {**dataclasses.asdict(BaseRecipe()), **saved}
+
+
 def _log(out: Path, entry: dict) -> None:
     """Append one line to ``train-log.jsonl`` (opened per line: nothing is left open when
     training is interrupted)."""
@@ -345,7 +383,7 @@ def export(model, folder: Path) -> Path:
     """Write the model in the converted-folder format (what ``--base`` loads)."""
     vae_config = {k: v for k, v in dict(model.vae.config).items() if k in VAE_CONFIG}
     components = VC2Components(
-        unet_config=UNET_CONFIG,
+        unet_config=model.unet.config,
         unet=dict(model.unet.state_dict()),
         vae_config=vae_config,
         vae=dict(model.vae.state_dict()),
