@@ -5,7 +5,7 @@ world and shipped with it) with one bundled subject, a star with yellow and red 
 that the model has never seen, from its five reference images. Then it generates the same
 prompts three ways, as the paper compares them:
 
-- ``base``: the base model with the class word ("a star ..."): right motion, wrong object;
+- ``base``: the base model with the class word ("a star ..."): a plain star, not the subject;
 - ``constant``: the subject module at weight 1.0 throughout;
 - ``dwvs``: Dynamic Weighted Video Sampling (weight 0.4 for the first 5 steps, then 0.8).
 
