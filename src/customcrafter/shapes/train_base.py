@@ -81,6 +81,7 @@ class BaseRecipe:
     #: on a gray background"): the class-word prompts of customization have no color, and
     #: a frozen text tower does not carry the captions it was trained on over to them
     color_dropout: float = 0.0
+    checkpoint_every: int = 250
 
     def __post_init__(self) -> None:
         from ..errors import UserError
@@ -90,8 +91,6 @@ class BaseRecipe:
                 raise UserError(
                     f"{name} is a probability, between 0 and 1 (got {getattr(self, name)})"
                 )
-
-    checkpoint_every: int = 250
 
 
 def _rng(seed: int, stage: int, step: int) -> np.random.Generator:
@@ -251,13 +250,7 @@ def train_base(
             start = saved["step"]
         else:
             start = recipe.vae_steps
-    bar = tqdm(
-        range(start, recipe.vae_steps),
-        desc="VAE",
-        disable=not progress,
-        initial=start,
-        total=recipe.vae_steps,
-    )
+    bar = _steps("VAE", start, recipe.vae_steps, progress)
     for step in bar:
         x = vae_batch(recipe.seed, step, recipe.vae_batch_size)
         dist = vae.encode(x).latent_dist
@@ -308,13 +301,7 @@ def train_base(
         start = saved["step"]
     fps = model.defaults.fps
     pool = latent_pool(model, recipe, progress) if start < recipe.steps else None
-    bar = tqdm(
-        range(start, recipe.steps),
-        desc="UNet",
-        disable=not progress,
-        initial=start,
-        total=recipe.steps,
-    )
+    bar = _steps("UNet", start, recipe.steps, progress)
     began = time.perf_counter()
     for step in bar:
         for group in opt.param_groups:
@@ -357,6 +344,12 @@ def train_base(
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
     return export(model, out / "model")
+
+
+def _steps(desc: str, start: int, stop: int, progress: bool) -> tqdm:
+    """Steps ``start..stop-1`` under a progress bar that counts to ``stop`` (a resumed run
+    shows where it stands in the whole)."""
+    return tqdm(range(start, stop), desc=desc, disable=not progress, initial=start, total=stop)
 
 
 def unet_config(recipe: BaseRecipe) -> VC2UNetConfig:
