@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     shapes = sub.add_parser("shapes", help="the shapes world and the small model trained on it")
     shapes_sub = shapes.add_subparsers(dest="shapes_command", required=True)
     tb = shapes_sub.add_parser(
-        "train-base", help="train the shapes model from scratch (about 75 minutes on 2 CPU cores)"
+        "train-base",
+        help="train the shapes model from scratch (65 minutes to 3 hours on 2 CPU cores)",
     )
     tb.add_argument("--out", required=True, help="run folder; the model lands in OUT/model")
     from .shapes.train_base import BaseRecipe
