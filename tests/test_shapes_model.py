@@ -115,9 +115,16 @@ def test_color_dropout_leaves_the_object_color_out_of_some_captions():
         rng = np.random.default_rng(0)
         return [recipe_module.training_caption(spec, rng, **kwargs) for _ in range(200)]
 
-    # no dropout draws exactly the captions of recipes from before the setting
-    before = np.random.default_rng(0)
-    assert captions() == [recipe_module.training_caption(spec, before) for _ in range(200)]
+    # no dropout draws exactly the captions of recipes from before the setting (these six
+    # are what training_caption gave for this generator before color_dropout existed)
+    assert captions()[:6] == [
+        "a red star moving left on a gray background",
+        "video of a red star moving left",
+        "a red star moving left on a gray background",
+        "a red star moving left on a gray background",
+        "a red star moving left on a gray background",
+        "video of a red star moving left on a gray background",
+    ]
     assert captions(color_dropout=0.0) == captions()
     assert all("red star" in text for text in captions())
     dropped = captions(color_dropout=1.0)
