@@ -91,7 +91,7 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path)
     train_base(tmp_path / "run", MICRO, progress=False)
     state_path = tmp_path / "run" / "train-state.pt"
     state = torch.load(state_path, weights_only=True)
-    for name in ("temporal_cross_attention", "color_dropout"):
+    for name in ("temporal_cross_attention", "color_dropout", "high_noise_share"):
         del state["recipe"][name]
     torch.save(state, state_path)
     train_base(tmp_path / "run", MICRO, progress=False)  # nothing left to do, no error
@@ -136,15 +136,33 @@ def test_color_dropout_leaves_the_object_color_out_of_some_captions():
         BaseRecipe(color_dropout=1.5)
 
 
+def test_high_noise_share_draws_that_share_of_timesteps_from_the_noisiest_third():
+    def timesteps(share):
+        gen = torch.Generator().manual_seed(0)
+        return recipe_module.training_timesteps(BaseRecipe(high_noise_share=share), 4000, 1000, gen)
+
+    # no share draws exactly what the loop drew before the setting existed
+    assert torch.equal(
+        timesteps(0.0), torch.randint(0, 1000, (4000,), generator=torch.Generator().manual_seed(0))
+    )
+    assert timesteps(1.0).min() >= 667 and timesteps(1.0).max() <= 999
+    # half from the top third, half uniform (a third of which lands there too)
+    assert (timesteps(0.5) >= 667).float().mean() == pytest.approx(0.5 + 0.5 / 3, abs=0.03)
+    assert timesteps(0.5).min() < 50
+    with pytest.raises(UserError, match="high_noise_share is a probability"):
+        BaseRecipe(high_noise_share=-0.1)
+
+
 def test_train_base_takes_every_recipe_setting_on_the_command_line():
     from customcrafter.cli import build_parser
 
     args = build_parser().parse_args(
         ["shapes", "train-base", "--out", "x", "--steps", "7", "--no-train-text-encoder"]
-        + ["--temporal-cross-attention", "--color-dropout", "0.1"]
+        + ["--temporal-cross-attention", "--color-dropout", "0.1", "--high-noise-share", "0.3"]
     )
     assert args.steps == 7 and args.train_text_encoder is False
     assert args.temporal_cross_attention is True and args.color_dropout == 0.1
+    assert args.high_noise_share == 0.3
     args = build_parser().parse_args(["shapes", "train-base", "--out", "x"])
     assert args.train_text_encoder is True and args.steps == BaseRecipe().steps
 

@@ -81,12 +81,16 @@ class BaseRecipe:
     #: on a gray background"): the class-word prompts of customization have no color, and
     #: a frozen text tower does not carry the captions it was trained on over to them
     color_dropout: float = 0.0
+    #: share of the timesteps drawn from the noisiest third of the schedule rather than
+    #: from all of it: a clip's layout, and so its direction of motion, is decided there,
+    #: where the prompt is nearly all the denoiser has to go on
+    high_noise_share: float = 0.0
     checkpoint_every: int = 250
 
     def __post_init__(self) -> None:
         from ..errors import UserError
 
-        for name in ("caption_dropout", "color_dropout"):
+        for name in ("caption_dropout", "color_dropout", "high_noise_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(
                     f"{name} is a probability, between 0 and 1 (got {getattr(self, name)})"
@@ -192,6 +196,21 @@ def diffusion_batch(recipe: BaseRecipe, step: int, pool: LatentPool):
         for i in index
     ]
     return pool.latents[torch.from_numpy(index)], captions
+
+
+def training_timesteps(
+    recipe: BaseRecipe, count: int, num_train_timesteps: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``count`` timesteps, uniform over the schedule; a share ``high_noise_share`` of them
+    from its noisiest third. (With no share, nothing more is drawn from ``generator``:
+    recipes from before the setting draw the same timesteps.)"""
+    t = torch.randint(0, num_train_timesteps, (count,), generator=generator)
+    if recipe.high_noise_share > 0:
+        top = num_train_timesteps - num_train_timesteps // 3
+        high = torch.randint(top, num_train_timesteps, (count,), generator=generator)
+        pick = torch.rand(count, generator=generator) < recipe.high_noise_share
+        t = torch.where(pick, high, t)
+    return t
 
 
 def learning_rate(recipe: BaseRecipe, step: int) -> float:
@@ -310,7 +329,7 @@ def train_base(
         gen = torch.Generator().manual_seed(recipe.seed * 1_000_003 + 7 + step)
         torch.manual_seed(recipe.seed * 1_000_003 + 11 + step)  # dropout, as on resume
         noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, model.num_train_timesteps, (x0.shape[0],), generator=gen)
+        t = training_timesteps(recipe, x0.shape[0], model.num_train_timesteps, gen)
         context = text(model.tokenize(captions))
         pred = model.predict(model.add_noise(x0, noise, t), t, context, fps)
         loss = F.mse_loss(pred, model.training_target(x0, noise, t))
