@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     shapes_sub = shapes.add_subparsers(dest="shapes_command", required=True)
     tb = shapes_sub.add_parser(
         "train-base",
-        help="train the shapes model from scratch (65 minutes to 3 hours on 2 CPU cores)",
+        help="train the shapes model from scratch (under 2 hours on 2 CPU cores)",
     )
     tb.add_argument("--out", required=True, help="run folder; the model lands in OUT/model")
     from .shapes.train_base import BaseRecipe

@@ -45,8 +45,13 @@ UNET_CONFIG = VC2UNetConfig(
     temporal_conv_dropout=0.0,
     # With the convolutions alone this small UNet's prediction from pure noise is the same
     # for every motion word. Frame positions in the temporal attention give it the frame
-    # index that a drift needs; they have not yet been enough to learn the motion words.
+    # index that a drift needs.
     temporal_position_encoding=True,
+    # The temporal transformers also cross-attend to the prompt (VideoCrafter's
+    # ``temporal_selfatt_only: false``): the frame index and the motion word meet in one
+    # layer. With it (and a frozen text tower) the motion words steer the clip, if not yet
+    # reliably (docs/results/shapes-base.md).
+    temporal_selfatt_only=False,
 )
 #: VideoCrafter2's schedule with two changes.
 #: - A larger final beta. At 8x8 latents the background color is the mean of 64
@@ -57,8 +62,7 @@ UNET_CONFIG = VC2UNetConfig(
 #: - v-prediction. At high noise, where the layout of a clip is decided, an eps loss
 #:   weighs errors in the clean clip by the signal-to-noise ratio (under 0.01 there); the
 #:   v loss weighs them by 1 + SNR. With it (and the frame positions) color and background
-#:   are exact on held-out captions; the motion words are still not learnt
-#:   (docs/results/shapes-base.md).
+#:   are exact on held-out captions (docs/results/shapes-base.md).
 SCHEDULE_CONFIG = {"linear_end": 0.02, "parameterization": "v"}
 #: frames per VAE call (the frames are 32x32)
 VAE_CHUNK_SIZE = 256

@@ -8,10 +8,11 @@ same data as an uninterrupted one:
    patterns the world never shows (an image autoencoder knows no words; the subjects'
    exact shape-and-pattern combinations are not singled out). Its latent scale factor is
    set from the data afterwards, as Stable Diffusion's 0.18215 was.
-2. the text tower and the UNet together (or the UNet alone: ``train_text_encoder=False``),
-   with the VideoCrafter2 noise schedule (signal scaling included), captions with parts
-   left out (so "a red star" means something on its own) and 10% empty captions for
-   classifier-free guidance. The clips of this stage come from a pool of ``pool_size``
+2. the UNet, with the text tower frozen at its seeded initialization as VideoCrafter2
+   keeps OpenCLIP frozen (or trained with it: ``train_text_encoder=True``), the
+   VideoCrafter2 noise schedule (signal scaling included), captions with parts left out
+   (the color among them, so "a star" means something on its own) and 10% empty captions
+   for classifier-free guidance. The clips of this stage come from a pool of ``pool_size``
    clips drawn from the seed and encoded once by the frozen VAE (encoding every step's
    clips afresh took a quarter of each step); every step draws its clips, captions,
    noise and timesteps from ``(seed, step)``. The learning rate warms up, then follows a
@@ -63,7 +64,7 @@ class BaseRecipe:
     vae_learning_rate: float = 1e-3
     vae_kl_weight: float = 1e-5
     pool_size: int = 16384
-    steps: int = 3600
+    steps: int = 2000
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 200
@@ -71,16 +72,17 @@ class BaseRecipe:
     ema_decay: float = 0.999
     caption_dropout: float = 0.1
     #: train the text tower with the UNet; False keeps it at its seeded initialization
-    #: (frozen, as VideoCrafter2 keeps OpenCLIP), so that no two words can merge
-    train_text_encoder: bool = True
+    #: (frozen, as VideoCrafter2 keeps OpenCLIP), so that no two words can merge (trained,
+    #: it merged the motion words)
+    train_text_encoder: bool = False
     #: let the temporal transformers also cross-attend to the prompt (VideoCrafter's
     #: ``temporal_selfatt_only: false``), putting the frame index and the motion word in
     #: one layer
-    temporal_cross_attention: bool = False
+    temporal_cross_attention: bool = True
     #: share of training captions that leave out the object's color ("a star moving left
     #: on a gray background"): the class-word prompts of customization have no color, and
     #: a frozen text tower does not carry the captions it was trained on over to them
-    color_dropout: float = 0.0
+    color_dropout: float = 0.2
     #: share of the timesteps drawn from the noisiest third of the schedule rather than
     #: from all of it: a clip's layout, and so its direction of motion, is decided there,
     #: where the prompt is nearly all the denoiser has to go on
@@ -378,10 +380,19 @@ def unet_config(recipe: BaseRecipe) -> VC2UNetConfig:
     )
 
 
+#: what runs did before each of these settings existed (a train-state saved then has no
+#: entry for it)
+_BEFORE_SETTING = {
+    "temporal_cross_attention": False,
+    "color_dropout": 0.0,
+    "high_noise_share": 0.0,
+}
+
+
 def _settings(saved: dict) -> dict:
-    """A saved recipe with the settings added since it was saved at their defaults (which
-    reproduce what the run did before they existed)."""
-    return {**dataclasses.asdict(BaseRecipe()), **saved}
+    """A saved recipe with the settings added since it was saved at the values that
+    reproduce what the run did before they existed."""
+    return {**_BEFORE_SETTING, **saved}
 
 
 def _log(out: Path, entry: dict) -> None:
