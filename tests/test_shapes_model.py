@@ -210,8 +210,9 @@ def test_the_shapes_model_can_tell_frame_order_and_predicts_velocity():
 
 
 def test_the_default_recipe_is_the_one_the_shipped_weights_come_from():
-    """``customcrafter shapes train-base`` with no options trains what ships: the same UNet,
-    and the text tower left at the seed's initialization."""
+    """``customcrafter shapes train-base`` with no options trains the model that ships: the
+    same UNet, and the text tower left at the seed's initialization. (The shipped VAE came
+    from an earlier run's VAE stage, from another initial draw: docs/results/shapes-base.md.)"""
     recipe = BaseRecipe()
     shipped = load_base_model("shapes")
     assert shipped.unet.config == recipe_module.unet_config(recipe) == UNET_CONFIG
