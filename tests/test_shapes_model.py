@@ -88,7 +88,7 @@ def test_the_recipe_keeps_the_text_tower_at_its_seeded_initialization(tmp_path):
     assert any(not torch.equal(v, trained["unet"][k]) for k, v in unet.items())
 
 
-def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path):
+def test_a_run_saved_before_a_setting_existed_resumes_with_what_it_did_then(tmp_path):
     # what runs did before these settings existed (the shipped model's first recipes)
     before = dataclasses.replace(
         MICRO, temporal_cross_attention=False, color_dropout=0.0, high_noise_share=0.0
