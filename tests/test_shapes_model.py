@@ -100,8 +100,10 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_what_it_did_then(tmp_
         del state["recipe"][name]
     torch.save(state, state_path)
     train_base(tmp_path / "run", before, progress=False)  # nothing left to do, no error
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match="other settings") as refused:
         train_base(tmp_path / "run", MICRO, False)  # today's defaults are other settings
+    assert "color_dropout=0.0 (asked: 0.2)" in str(refused.value)
+    assert "batch_size" not in str(refused.value)  # settings that agree are not named
 
 
 def test_the_recipe_can_leave_out_temporal_cross_attention(tmp_path):

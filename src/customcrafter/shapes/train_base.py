@@ -253,8 +253,14 @@ def train_base(
     if saved is not None and _settings(saved["recipe"]) != dataclasses.asdict(recipe):
         from ..errors import UserError
 
+        theirs, ours = _settings(saved["recipe"]), dataclasses.asdict(recipe)
+        differ = ", ".join(
+            f"{k}={theirs.get(k)!r} (asked: {ours.get(k)!r})"
+            for k in sorted(theirs.keys() | ours.keys())
+            if theirs.get(k) != ours.get(k)
+        )
         raise UserError(
-            f"{out} holds a run with other settings ({saved['recipe']}); "
+            f"{out} holds a run with other settings: {differ}; "
             "use another --out or the same settings"
         )
     model = build_shapes_model(recipe.seed, unet_config(recipe))
