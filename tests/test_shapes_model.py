@@ -2,6 +2,7 @@
 recipe, exported in the converted-folder format, and shipped as ``--base shapes``."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -68,6 +69,8 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
     model = load_base_model(str(tmp_path / "resumed" / "model"))
     assert model.defaults.num_frames == 8 and model.vae_scale_factor == 4
     assert model.vae.config.scaling_factor != 1.0  # set from the data
+    index = json.loads((tmp_path / "resumed" / "model" / "customcrafter_model.json").read_text())
+    assert index["training"] == {"recipe": dataclasses.asdict(MICRO)}
     assert model.unet.config == UNET_CONFIG  # frame positions included, though not weights
     assert model.schedule.parameterization == "v"
 

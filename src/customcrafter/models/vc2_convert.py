@@ -205,9 +205,11 @@ def write_converted(
     source: str = "",
     dtype: torch.dtype | None = None,
     overwrite: bool = False,
+    training: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``components`` as a converted folder, atomically: a partial conversion never
-    takes ``out_dir``'s place."""
+    takes ``out_dir``'s place. ``training`` (the settings a model was trained with, for
+    models this project trains) is kept in the index under ``"training"``."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         if not overwrite:
@@ -246,6 +248,7 @@ def write_converted(
                 "format_version": FORMAT_VERSION,
                 "source": source,
                 "defaults": dataclasses.asdict(defaults),
+                **({"training": dict(training)} if training is not None else {}),
             },
         )
         if out_dir.exists():

@@ -370,7 +370,7 @@ def train_base(
     with torch.no_grad():
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
-    return export(model, out / "model")
+    return export(model, out / "model", recipe)
 
 
 def _steps(desc: str, start: int, stop: int, progress: bool) -> tqdm:
@@ -408,8 +408,9 @@ def _log(out: Path, entry: dict) -> None:
         log.write(json.dumps(entry) + "\n")
 
 
-def export(model, folder: Path) -> Path:
-    """Write the model in the converted-folder format (what ``--base`` loads)."""
+def export(model, folder: Path, recipe: BaseRecipe | None = None) -> Path:
+    """Write the model in the converted-folder format (what ``--base`` loads), with the
+    recipe it was trained with in its index (``"training"``)."""
     vae_config = {k: v for k, v in dict(model.vae.config).items() if k in VAE_CONFIG}
     components = VC2Components(
         unet_config=model.unet.config,
@@ -427,4 +428,5 @@ def export(model, folder: Path) -> Path:
         model.defaults,
         source="customcrafter shapes train-base",
         overwrite=True,
+        training=None if recipe is None else {"recipe": dataclasses.asdict(recipe)},
     )
