@@ -11,13 +11,15 @@ same data as an uninterrupted one:
 2. the UNet, with the text tower frozen at its seeded initialization as VideoCrafter2
    keeps OpenCLIP frozen (or trained with it: ``train_text_encoder=True``), the
    VideoCrafter2 noise schedule (signal scaling included), captions with parts left out
-   (the color among them, so "a star" means something on its own) and 10% empty captions
-   for classifier-free guidance. The clips of this stage come from a pool of ``pool_size``
-   clips drawn from the seed and encoded once by the frozen VAE (encoding every step's
-   clips afresh took a quarter of each step); every step draws its clips, captions,
-   noise and timesteps from ``(seed, step)``. The learning rate warms up, then follows a
-   cosine down to ``final_lr_fraction`` of its peak. An exponential moving average of the
-   weights is what gets exported.
+   (the color among them, so "a star" means something on its own), 10% empty captions
+   for classifier-free guidance, and half of the timesteps drawn from the noisiest third
+   of the schedule, where the direction of motion is decided. The clips of this stage
+   come from a pool of ``pool_size`` clips drawn from the seed and encoded once by the
+   frozen VAE (encoding every step's clips afresh took a quarter of each step); every
+   step draws its clips, captions, noise and timesteps from ``(seed, step)``. The
+   learning rate warms up, then follows a cosine down to ``final_lr_fraction`` of its
+   peak. An exponential moving average of the weights is what gets exported, with the
+   recipe in the model's index.
 
 Output folder: ``model/`` (a converted model folder: ``--base DIR/model``),
 ``train-state.pt`` (resumable, written atomically every ``checkpoint_every`` steps) and
@@ -85,8 +87,10 @@ class BaseRecipe:
     color_dropout: float = 0.2
     #: share of the timesteps drawn from the noisiest third of the schedule rather than
     #: from all of it: a clip's layout, and so its direction of motion, is decided there,
-    #: where the prompt is nearly all the denoiser has to go on
-    high_noise_share: float = 0.0
+    #: where the prompt is nearly all the denoiser has to go on (with none, the model's
+    #: guess from pure noise hardly depends on the motion word, and clips move the
+    #: prompt's way about half of the time; with 0.5, nine times in ten)
+    high_noise_share: float = 0.5
     checkpoint_every: int = 250
 
     def __post_init__(self) -> None:
