@@ -32,9 +32,10 @@ def test_the_word_probe_reads_the_shipped_model():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    words, drift = result.stdout.split("Centroid of the guess")
     rows = {
         line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]]
-        for line in result.stdout.splitlines()
+        for line in words.splitlines()
         if line.startswith("| ") and line[2].isalpha() and "word changed" not in line
     }
     assert set(rows) == {
@@ -47,3 +48,20 @@ def test_the_word_probe_reads_the_shipped_model():
     assert all(len(values) == 3 for values in rows.values())
     # the shipped model knows its colors and backgrounds (see docs/results/shapes-base.md)
     assert min(rows["color: blue"]) > 0.01 and min(rows["background: purple"]) > 0.01
+    # and its guess from pure noise moves the object the prompt's way, by most of the
+    # world's 14 px over a clip
+    moves = {
+        line.split("|")[1].strip(): tuple(float(v) for v in line.split("|")[2:-1])
+        for line in drift.splitlines()
+        if line.startswith("| ") and line[2].isalpha() and not line.startswith("| motion |")
+    }
+    assert set(moves) == {
+        "moving left",
+        "moving right",
+        "moving up",
+        "moving down",
+        "standing still",
+    }
+    assert moves["moving left"][0] < -7 and moves["moving right"][0] > 7, moves
+    assert moves["moving up"][1] < -7 and moves["moving down"][1] > 7, moves
+    assert max(abs(v) for v in moves["standing still"]) < 7, moves
