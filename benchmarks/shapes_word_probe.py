@@ -35,13 +35,19 @@ VARIANTS = {
 TIMESTEPS = (999, 800, 500)
 
 
+def _noise(model, samples: int, seed: int) -> torch.Tensor:
+    """``samples`` latent noises of the model's default clip shape, drawn from ``seed``."""
+    d, s = model.defaults, model.vae_scale_factor
+    shape = (samples, model.unet.config.in_channels, d.num_frames, d.height // s, d.width // s)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
 @torch.no_grad()
 def probe(model, timesteps=TIMESTEPS, samples: int = 8, seed: int = 0) -> dict:
     """``{variant: [rms change at each timestep]}`` against ``PROMPT``."""
-    d, s = model.defaults, model.vae_scale_factor
-    shape = (samples, model.unet.config.in_channels, d.num_frames, d.height // s, d.width // s)
-    x0 = torch.zeros(shape)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    d = model.defaults
+    noise = _noise(model, samples, seed)
+    x0 = torch.zeros_like(noise)
 
     def context(text):
         return model.encode_text(model.tokenize([text] * samples))
@@ -68,17 +74,16 @@ def drift(model, t: int = 999, samples: int = 16, seed: int = 0) -> dict:
     around the object counts little."""
     from customcrafter.shapes.world import BACKGROUNDS, MOTIONS
 
-    d, s, schedule = model.defaults, model.vae_scale_factor, model.schedule
-    shape = (samples, model.unet.config.in_channels, d.num_frames, d.height // s, d.width // s)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    d, schedule = model.defaults, model.schedule
+    noise = _noise(model, samples, seed)
     steps = torch.full((samples,), t)
-    x_t = model.add_noise(torch.zeros(shape), noise, steps)
+    x_t = model.add_noise(torch.zeros_like(noise), noise, steps)
     a, b = schedule.sqrt_alphas_cumprod[t], schedule.sqrt_one_minus_alphas_cumprod[t]
     gray = torch.tensor(BACKGROUNDS["gray"]).float() / 127.5 - 1
     out = {}
     for motion in MOTIONS:
         context = model.encode_text(
-            model.tokenize([f"a red square {motion} on a gray background"] * samples)
+            model.tokenize([PROMPT.replace("moving left", motion)] * samples)
         )
         pred = model.predict(x_t, steps, context, d.fps)
         if schedule.parameterization == "v":
