@@ -74,7 +74,7 @@ def drift(model, t: int = 999, samples: int = 16, seed: int = 0) -> dict:
     around the object counts little."""
     from customcrafter.shapes.world import BACKGROUNDS, MOTIONS
 
-    d, schedule = model.defaults, model.schedule
+    d, schedule = model.defaults, model.noise_schedule
     noise = _noise(model, samples, seed)
     steps = torch.full((samples,), t)
     x_t = model.add_noise(torch.zeros_like(noise), noise, steps)

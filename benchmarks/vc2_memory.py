@@ -30,11 +30,11 @@ from PIL import Image
 
 from customcrafter.config import TrainConfig
 from customcrafter.models.diffusers_t2v import _tiny_clip_tokenizer
-from customcrafter.models.openclip_text import OpenCLIPTextConfig, OpenCLIPTextEncoder
-from customcrafter.models.vc2_schedule import VC2NoiseSchedule
-from customcrafter.models.vc2_unet import VC2UNet, VC2UNetConfig
-from customcrafter.models.vc2_vae import build_vc2_vae
 from customcrafter.models.videocrafter2 import VC2_DEFAULTS, VideoCrafter2Model
+from customcrafter.models.videocrafter2.schedule import VC2NoiseSchedule
+from customcrafter.models.videocrafter2.text import OpenCLIPTextConfig, OpenCLIPTextEncoder
+from customcrafter.models.videocrafter2.unet import VC2UNet, VC2UNetConfig
+from customcrafter.models.videocrafter2.vae import build_vc2_vae
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from customcrafter.subject import SpatialSubjectModule
 from customcrafter.training import train

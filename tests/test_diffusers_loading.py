@@ -39,7 +39,7 @@ def test_the_noise_schedule_matches_the_scheduler_config(tiny_model):
     x0 = torch.randn(1, 4, 2, 4, 4)
     noise = torch.randn_like(x0)
     t = torch.tensor([999])
-    abar = tiny_model.noise_scheduler.alphas_cumprod[999]
+    abar = tiny_model.noise_schedule.alphas_cumprod[999]
     expected = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
     assert torch.allclose(tiny_model.add_noise(x0, noise, t), expected, atol=1e-6)
     assert torch.equal(tiny_model.training_target(x0, noise, t), noise)

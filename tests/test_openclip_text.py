@@ -9,12 +9,9 @@ import torch
 from shared_data import SPEC, needs_spec
 from torch import nn
 
-from customcrafter.models.openclip_text import (
-    VC2_TEXT_PREFIX,
-    OpenCLIPTextConfig,
-    OpenCLIPTextEncoder,
-    extract_text_state_dict,
-)
+from customcrafter.models.videocrafter2.checkpoint import TEXT_PREFIX as VC2_TEXT_PREFIX
+from customcrafter.models.videocrafter2.checkpoint import extract_text_state_dict, infer_text_config
+from customcrafter.models.videocrafter2.text import OpenCLIPTextConfig, OpenCLIPTextEncoder
 
 TINY = OpenCLIPTextConfig(vocab_size=100, context_length=12, width=32, heads=2, layers=3)
 
@@ -63,7 +60,7 @@ def test_full_size_keys_and_shapes_match_checkpoint():
         if k.startswith(VC2_TEXT_PREFIX)
     }
     assert len(expected) == 294
-    assert OpenCLIPTextConfig.from_state_dict(expected) == OpenCLIPTextConfig()
+    assert infer_text_config(expected) == OpenCLIPTextConfig()
     with torch.device("meta"):
         enc = OpenCLIPTextEncoder()
     got = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
@@ -93,7 +90,7 @@ def test_tiny_matches_reference_and_loads_strictly():
     src = tiny_encoder(seed=1)
     ckpt = {VC2_TEXT_PREFIX + k: v for k, v in src.state_dict().items()}
     sd = extract_text_state_dict(ckpt)
-    config = OpenCLIPTextConfig.from_state_dict(sd, heads=TINY.heads)
+    config = infer_text_config(sd, heads=TINY.heads)
     assert config == TINY
     enc = OpenCLIPTextEncoder(config).eval()
     enc.load_state_dict(sd, strict=True)

@@ -13,14 +13,14 @@ from safetensors import safe_open
 from shared_data import GOLDEN, SPEC, needs_golden, needs_spec
 from torch import nn
 
-from customcrafter.models.vc2_unet import (
+from customcrafter.models.videocrafter2.checkpoint import infer_unet_config
+from customcrafter.models.videocrafter2.unet import (
     SPATIAL_BLOCK_PATTERN,
     SpatialTransformer,
     TemporalTransformer,
     VC2UNet,
     VC2UNetConfig,
     frame_positions,
-    infer_config_from_state_dict,
 )
 
 UNET_PREFIX = "model.diffusion_model."
@@ -111,7 +111,7 @@ def test_full_size_state_dict_matches_the_videocrafter2_checkpoint(full_size_une
 
 @needs_spec
 def test_config_is_inferred_from_the_full_size_checkpoint_shapes():
-    inferred = infer_config_from_state_dict(full_size_spec_shapes())
+    inferred = infer_unet_config(full_size_spec_shapes())
 
     assert set(inferred.attention_resolutions) == {4, 2, 1}
     assert inferred == VC2UNetConfig(attention_resolutions=inferred.attention_resolutions)
@@ -120,7 +120,7 @@ def test_config_is_inferred_from_the_full_size_checkpoint_shapes():
 @needs_golden
 def test_config_is_inferred_from_the_tiny_weights(golden):
     params, weights, _, _ = golden
-    inferred = infer_config_from_state_dict(weights)
+    inferred = infer_unet_config(weights)
     expected = VC2UNetConfig.from_dict(params)
 
     assert set(inferred.attention_resolutions) == set(expected.attention_resolutions)
@@ -256,9 +256,9 @@ def test_gradient_checkpointing_recomputes_stages_and_keeps_gradients():
 def test_the_converter_consumes_every_key_of_the_full_size_checkpoint():
     """All 2039 tensors of the real checkpoint, as meta tensors: each lands in a component
     of the full-size model with its shape, or is a schedule buffer the settings regenerate."""
-    from customcrafter.models.openclip_text import OpenCLIPTextConfig
-    from customcrafter.models.vc2_convert import split_checkpoint
-    from customcrafter.models.vc2_vae import VC2_VAE_DDCONFIG, vae_config_from_ddconfig
+    from customcrafter.models.videocrafter2.checkpoint import split_checkpoint
+    from customcrafter.models.videocrafter2.text import OpenCLIPTextConfig
+    from customcrafter.models.videocrafter2.vae import VC2_VAE_DDCONFIG, vae_config_from_ddconfig
 
     spec = json.loads(SPEC.read_text())
     state = {k: torch.empty(v, device="meta") for k, v in spec.items()}
@@ -388,7 +388,7 @@ def test_with_temporal_cross_attention_the_text_reaches_the_temporal_layers():
 
 def test_temporal_cross_attention_is_inferred_from_the_weights():
     for config in (tiny_config(), text_in_time_config()):
-        inferred = infer_config_from_state_dict(VC2UNet(config).state_dict())
+        inferred = infer_unet_config(VC2UNet(config).state_dict())
         assert inferred.temporal_selfatt_only == config.temporal_selfatt_only
         assert VC2UNet(inferred).load_state_dict(VC2UNet(config).state_dict()) is not None
 

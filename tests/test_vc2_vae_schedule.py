@@ -11,14 +11,11 @@ import pytest
 import torch
 from shared_data import GOLDEN, SPEC
 
-from customcrafter.models.vc2_schedule import VC2DDIMSampler, VC2NoiseSchedule
-from customcrafter.models.vc2_vae import (
-    build_vc2_vae,
-    convert_vc2_vae_state_dict,
-    decode_frames,
-    encode_mean_scaled,
-    load_vc2_vae,
-)
+from customcrafter.models.base import decode_frames
+from customcrafter.models.videocrafter2.checkpoint import convert_vae_state_dict, load_vc2_vae
+from customcrafter.models.videocrafter2.schedule import VC2NoiseSchedule
+from customcrafter.models.videocrafter2.vae import build_vc2_vae, encode_mean_scaled
+from customcrafter.sampling.samplers import VC2DDIMSampler
 
 SCHEDULE_BUFFERS = (
     "betas",
@@ -79,7 +76,7 @@ def test_golden_vae_converts_every_key_and_loads_strictly(golden):
     meta, ckpt, _ = golden
     first_stage = meta["config"]["params"]["first_stage_config"]["params"]
     vae_keys = [k for k in ckpt if k.startswith("first_stage_model.")]
-    converted = convert_vc2_vae_state_dict(ckpt)
+    converted = convert_vae_state_dict(ckpt)
     assert len(converted) == len(vae_keys)
     vae = build_vc2_vae(first_stage["ddconfig"], first_stage["embed_dim"])
     vae.load_state_dict(converted, strict=True)
@@ -108,7 +105,7 @@ def test_full_size_vae_takes_every_checkpoint_vae_key_with_its_shape(spec):
     with torch.device("meta"):
         vae = build_vc2_vae()
         state = {k: torch.empty(shape) for k, shape in vae_spec.items()}
-    converted = convert_vc2_vae_state_dict(state)
+    converted = convert_vae_state_dict(state)
     assert len(converted) == len(vae_spec)
     # strict: no missing or unexpected key; a wrong shape raises as well
     vae.load_state_dict(converted, strict=True, assign=True)
@@ -119,7 +116,7 @@ def test_conversion_refuses_a_vae_key_it_cannot_place(spec):
         state = {k: torch.empty(s) for k, s in spec.items() if k.startswith("first_stage_model.")}
         state["first_stage_model.encoder.down.3.attn.0.q.weight"] = torch.empty(512, 512, 1, 1)
     with pytest.raises(KeyError, match=r"down\.3\.attn\.0\.q\.weight"):
-        convert_vc2_vae_state_dict(state)
+        convert_vae_state_dict(state)
 
 
 # --- schedule ----------------------------------------------------------------------------
@@ -144,7 +141,7 @@ def test_scale_arr_ramps_from_one_to_0_7_over_400_steps():
 
 def test_ddim_50_step_schedule_equals_the_original_samplers(golden):
     _, _, tensors = golden
-    sampler = VC2NoiseSchedule().make_sampler()
+    sampler = VC2DDIMSampler(VC2NoiseSchedule())
     sampler.set_timesteps(50)
     assert sampler.timesteps.tolist() == list(range(981, 0, -20))
     assert sampler.init_noise_sigma == 1.0
@@ -191,7 +188,7 @@ def test_deterministic_ddim_step_follows_the_scaled_update(t, t_prev):
 @pytest.mark.parametrize("parameterization", ["eps", "v"])
 def test_step_with_the_true_target_walks_along_the_forward_process(parameterization):
     schedule = VC2NoiseSchedule(parameterization=parameterization)
-    sampler = schedule.make_sampler()
+    sampler = VC2DDIMSampler(schedule)
     sampler.set_timesteps(50)
     gen = torch.Generator().manual_seed(1)
     x0 = torch.randn(1, 4, 2, 8, 8, generator=gen)

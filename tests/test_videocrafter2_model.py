@@ -12,8 +12,8 @@ from shared_data import GOLDEN, needs_golden
 
 from customcrafter.errors import UserError
 from customcrafter.models.diffusers_t2v import _tiny_clip_tokenizer
-from customcrafter.models.openclip_text import OpenCLIPTextConfig, OpenCLIPTextEncoder
 from customcrafter.models.videocrafter2 import VideoCrafter2Model, read_checkpoint
+from customcrafter.models.videocrafter2.text import OpenCLIPTextConfig, OpenCLIPTextEncoder
 
 pytestmark = needs_golden
 
@@ -229,7 +229,7 @@ def test_convert_writes_components_that_reproduce_the_original(golden, tmp_path)
 
 
 def test_convert_refuses_checkpoints_it_cannot_account_for(golden, tmp_path):
-    from customcrafter.models.vc2_convert import split_checkpoint
+    from customcrafter.models.videocrafter2 import split_checkpoint
 
     state, meta, _, _ = golden
     with pytest.raises(UserError, match="no component uses.*ema_decay"):
@@ -247,8 +247,7 @@ def test_convert_refuses_checkpoints_it_cannot_account_for(golden, tmp_path):
 
 
 def test_a_failed_conversion_leaves_no_output(golden, tmp_path, monkeypatch):
-    from customcrafter.models import vc2_convert
-    from customcrafter.models.videocrafter2 import convert_videocrafter2
+    from customcrafter.models.videocrafter2 import convert_videocrafter2, folder
 
     state, meta, _, tokenizer = golden
     ckpt, _, _ = _write_original(tmp_path, state, meta, tokenizer)
@@ -256,7 +255,7 @@ def test_a_failed_conversion_leaves_no_output(golden, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(vc2_convert, "write_json", fail)
+    monkeypatch.setattr(folder, "write_json", fail)
     with pytest.raises(OSError, match="disk full"):
         convert_videocrafter2(ckpt, tmp_path / "out", tokenizer=tokenizer)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ckpt", "model.yaml", "tokenizer"]

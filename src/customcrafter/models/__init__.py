@@ -1,76 +1,14 @@
 """Base video diffusion models behind one interface, and ``load_base_model`` to pick one."""
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import torch
-
-from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults
 from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
+from .registry import BASE_MODEL_HELP, load_base_model
 
 __all__ = [
+    "BASE_MODEL_HELP",
     "BaseVideoModel",
     "DiffusersT2VModel",
     "ModelDefaults",
     "build_tiny_t2v",
     "load_base_model",
 ]
-
-BASE_MODEL_HELP = (
-    "'shapes' (the small model trained on the shapes world that ships with CustomCrafter), "
-    "'tiny' (a randomly initialised test model whose output is noise), "
-    "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
-    "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
-    "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
-    "or a folder written by 'customcrafter convert videocrafter2'"
-)
-
-
-def load_base_model(
-    spec: str,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    config: str | Path | None = None,
-    vae_chunk_size: int | None = None,
-) -> BaseVideoModel:
-    """Load the base model named by ``spec`` (see ``BASE_MODEL_HELP``), frozen, in eval mode.
-
-    ``config`` is the original YAML config of a ``videocrafter2:`` checkpoint (by default
-    its architecture is read off the tensors); ``vae_chunk_size`` the frames per VAE call.
-    """
-    from .vc2_convert import is_converted
-
-    if not spec:
-        raise UserError(f"no base model given; use one of: {BASE_MODEL_HELP}")
-    if config and not spec.startswith("videocrafter2:"):
-        raise UserError("a base config applies only to 'videocrafter2:' checkpoints")
-    if spec == "tiny":
-        model: BaseVideoModel = build_tiny_t2v()
-    elif spec == "shapes":
-        from .shapes import load_shapes_model
-
-        model = load_shapes_model()
-    elif spec.startswith("videocrafter2:"):
-        from .videocrafter2 import load_videocrafter2
-
-        model = load_videocrafter2(spec.removeprefix("videocrafter2:"), config=config)
-    elif is_converted(spec):
-        from .videocrafter2 import VideoCrafter2Model
-
-        model = VideoCrafter2Model.from_converted(spec)
-    elif spec.startswith("diffusers:") or ":" not in spec:
-        model = DiffusersT2VModel.from_pretrained(
-            spec.removeprefix("diffusers:"), torch_dtype=dtype
-        )
-    else:
-        kind = spec.split(":", 1)[0]
-        raise UserError(f"unknown base model kind {kind!r}; use one of: {BASE_MODEL_HELP}")
-    if vae_chunk_size is not None:
-        if vae_chunk_size < 1:
-            raise UserError(f"the VAE chunk size must be at least 1, got {vae_chunk_size}")
-        model.vae_chunk_size = vae_chunk_size
-    if device is not None or dtype is not None:
-        model.to(device=device, dtype=dtype)
-    return model

@@ -2,8 +2,9 @@
 
 A backend owns the frozen pieces (UNet, VAE, text encoder and tokenizer, noise schedule) and
 knows the few things that differ between model families: how text becomes a context, how a
-video becomes latents, how noise is added during training and which sampler to use. The
-subject module, the training loop and the pipeline talk to nothing else.
+video becomes latents and how noise is added during training. The subject module, the
+training loop and the pipeline talk to nothing else; the pipeline picks the sampler that
+fits the model's noise schedule (``sampling/samplers.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class BaseVideoModel(ABC):
     text_encoder: nn.Module
     tokenizer: Any
     defaults: ModelDefaults
+    #: the forward process the model was trained with (``VC2NoiseSchedule`` or a diffusers
+    #: ``DDPMScheduler``); ``customcrafter.sampling.samplers.make_sampler`` picks the sampler
+    noise_schedule: Any
+    #: diffusers scheduler config the sampler is built from (diffusers models only)
+    scheduler_config: dict | None = None
     #: regex matching the module path of every *spatial* transformer block; the subject
     #: module's targets are the attention layers (attn1 / attn2) inside these blocks
     spatial_block_pattern: str = ""
@@ -125,11 +131,7 @@ class BaseVideoModel(ABC):
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents, frame by frame."""
-        b, c, f, h, w = latents.shape
-        flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        flat = flat.to(device=self.device, dtype=self.vae.dtype) / self.vae.config.scaling_factor
-        frames = torch.cat([self.vae.decode(x).sample for x in flat.split(self.vae_chunk_size)])
-        return frames.reshape(b, f, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
+        return decode_frames(self.vae, latents, self.vae_chunk_size, device=self.device)
 
     # --- denoiser ------------------------------------------------------------------------
     @abstractmethod
@@ -154,11 +156,6 @@ class BaseVideoModel(ABC):
         self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
         """What ``predict`` should output for ``add_noise(x0, noise, t)``."""
-
-    @abstractmethod
-    def make_sampler(self):
-        """A fresh DDIM-style sampler with ``set_timesteps(n)``, ``.timesteps`` and
-        ``step(model_output, t, sample, eta=..., generator=...)`` returning ``.prev_sample``."""
 
     # --- housekeeping ----------------------------------------------------------------------
     @property
@@ -269,6 +266,23 @@ def vae_scale_factor(vae: nn.Module) -> int:
     """Spatial down-sampling factor of a diffusers ``AutoencoderKL``: one halving per level
     after the first."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def decode_frames(
+    vae: nn.Module,
+    latents: torch.Tensor,
+    chunk_size: int = 8,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Video ``[b, 3, f, H, W]`` from scaled latents ``[b, z, f, h, w]`` with a 2D diffusers
+    VAE. It sees every frame on its own, so frames are decoded ``chunk_size`` at a time to
+    bound memory; the result equals one-frame-at-a-time decoding. ``device``: where the VAE
+    computes (by default where its weights are; they may be offloaded elsewhere)."""
+    b, c, f, h, w = latents.shape
+    flat = latents.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+    flat = flat.to(device=device or vae.device, dtype=vae.dtype) / vae.config.scaling_factor
+    frames = torch.cat([vae.decode(chunk).sample for chunk in flat.split(chunk_size)])
+    return frames.reshape(b, f, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
 def _checkpointed(forward):

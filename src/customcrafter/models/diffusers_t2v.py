@@ -46,7 +46,7 @@ class DiffusersT2VModel(BaseVideoModel):
     ):
         self.scheduler_config = dict(scheduler_config)
         # the training schedule: the same betas the sampler uses
-        self.noise_scheduler = DDPMScheduler.from_config(self.scheduler_config)
+        self.noise_schedule = DDPMScheduler.from_config(self.scheduler_config)
         if defaults is None:
             side = int(unet.config.sample_size) * vae_scale_factor(vae)
             defaults = ModelDefaults(num_frames=16, height=side, width=side, fps=8)
@@ -113,24 +113,21 @@ class DiffusersT2VModel(BaseVideoModel):
     # --- noise schedule ------------------------------------------------------------------
     @property
     def num_train_timesteps(self) -> int:
-        return int(self.noise_scheduler.config.num_train_timesteps)
+        return int(self.noise_schedule.config.num_train_timesteps)
 
     @property
     def prediction_type(self) -> str:
-        return self.noise_scheduler.config.prediction_type
+        return self.noise_schedule.config.prediction_type
 
     def add_noise(self, x0, noise, timesteps):
-        return self.noise_scheduler.add_noise(x0, noise, timesteps)
+        return self.noise_schedule.add_noise(x0, noise, timesteps)
 
     def training_target(self, x0, noise, timesteps):
         if self.prediction_type == "epsilon":
             return noise
         if self.prediction_type == "v_prediction":
-            return self.noise_scheduler.get_velocity(x0, noise, timesteps)
+            return self.noise_schedule.get_velocity(x0, noise, timesteps)
         raise UserError(f"unsupported prediction type {self.prediction_type!r}")
-
-    def make_sampler(self):
-        return DDIMScheduler.from_config(self.scheduler_config)
 
 
 # --- tiny models built in code --------------------------------------------------------------

@@ -144,79 +144,6 @@ class VC2UNetConfig:
         return self.num_heads, channels // self.num_heads
 
 
-def infer_config_from_state_dict(state_dict: Mapping[str, Any]) -> VC2UNetConfig:
-    """Recover the architecture from a UNet state dict (keys without ``model.diffusion_model.``).
-
-    Values may be tensors or plain shapes. Head width is read from ``init_attn``, whose
-    8 heads are fixed by the architecture, so the checkpoint must have that layer.
-    ``temporal_length`` is not stored in the weights and keeps its default; it does not change
-    the computation with the supported settings.
-    """
-
-    def shape(key: str) -> tuple[int, ...]:
-        value = state_dict[key]
-        return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
-
-    def count(prefix: str, position: int) -> int:
-        """1 + the largest index at dot-separated ``position`` among keys under ``prefix``."""
-        return 1 + max(int(k.split(".")[position]) for k in state_dict if k.startswith(prefix))
-
-    if "init_attn.0.proj_in.weight" not in state_dict:
-        raise ValueError("cannot infer the head width: the state dict has no init_attn layer")
-    model_channels = shape("time_embed.0.weight")[1]
-    num_head_channels = shape("init_attn.0.proj_in.weight")[0] // InitTemporalAttention.HEADS
-
-    # input block i is "<ResBlock> [<spatial> <temporal>]" or a lone Downsample ("op")
-    channel_mult: list[int] = []
-    attention_resolutions: set[int] = set()
-    res_blocks_per_level: list[int] = []
-    level_blocks, downsample = 0, 1
-    for i in range(1, count("input_blocks.", 1)):
-        if f"input_blocks.{i}.0.op.weight" in state_dict:
-            res_blocks_per_level.append(level_blocks)
-            level_blocks, downsample = 0, downsample * 2
-            continue
-        if level_blocks == 0:
-            channel_mult.append(
-                shape(f"input_blocks.{i}.0.in_layers.2.weight")[0] // model_channels
-            )
-        level_blocks += 1
-        if f"input_blocks.{i}.1.norm.weight" in state_dict:
-            attention_resolutions.add(downsample)
-    res_blocks_per_level.append(level_blocks)
-    if len(set(res_blocks_per_level)) != 1:
-        raise ValueError(f"uneven ResBlocks per level: {res_blocks_per_level}")
-
-    # the middle stage always has a spatial transformer at 1 (and a temporal one at 2)
-    block = "middle_block.1"
-    depth = count(f"{block}.transformer_blocks.", 3)
-    temporal = "middle_block.2.norm.weight" in state_dict
-    context_dim = shape(f"{block}.transformer_blocks.0.attn2.to_k.weight")[1]
-    # init_attn's attn2 reads the text (width context_dim) or the frames (its inner width);
-    # when the two widths are equal the weights cannot tell, and VideoCrafter2's setting wins
-    init_k = shape("init_attn.0.transformer_blocks.0.attn2.to_k.weight")
-    temporal_selfatt_only = init_k[1] == init_k[0] or init_k[1] != context_dim
-    temporal_depth = count("middle_block.2.transformer_blocks.", 3) if temporal else 1
-    return VC2UNetConfig(
-        in_channels=shape("input_blocks.0.0.weight")[1],
-        out_channels=shape("out.2.weight")[0],
-        model_channels=model_channels,
-        attention_resolutions=tuple(sorted(attention_resolutions, reverse=True)),
-        num_res_blocks=res_blocks_per_level[0],
-        channel_mult=tuple(channel_mult),
-        num_head_channels=num_head_channels,
-        transformer_depth=depth,
-        temporal_transformer_depth=temporal_depth,
-        context_dim=context_dim,
-        temporal_selfatt_only=temporal_selfatt_only,
-        use_linear=len(shape(f"{block}.proj_in.weight")) == 2,
-        temporal_conv="input_blocks.1.0.temopral_conv.conv1.2.weight" in state_dict,
-        temporal_attention=temporal,
-        addition_attention=True,
-        fps_cond="fps_embedding.0.weight" in state_dict,
-    )
-
-
 # --------------------------------------------------------------------------------------
 # small pieces
 # --------------------------------------------------------------------------------------
@@ -820,6 +747,5 @@ __all__ = [
     "SPATIAL_BLOCK_PATTERN",
     "VC2UNet",
     "VC2UNetConfig",
-    "infer_config_from_state_dict",
     "sinusoidal_embedding",
 ]

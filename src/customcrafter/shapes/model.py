@@ -4,26 +4,23 @@ It is the same code as the paper's base model at a small size: a ``VC2UNet`` (sp
 temporal transformers, temporal convolutions, fps conditioning), a diffusers
 ``AutoencoderKL`` (32x32 frames to 8x8x4 latents), an OpenCLIP-style text tower with a
 word-level tokenizer that takes new tokens, and VideoCrafter2's noise schedule with its
-signal scaling (with a larger final beta, see ``SCHEDULE_CONFIG``). It is trained on the
-shapes world (``customcrafter shapes train-base``) and its weights ship with the package in
-the converted-folder format, so ``--base shapes`` loads it like any converted checkpoint.
+signal scaling. ``customcrafter shapes train-base`` trains it; its weights ship with the
+package in the converted-folder format and load as ``--base shapes``. Why each setting
+differs from VideoCrafter2's: ``docs/results/shapes-base.md``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from diffusers import AutoencoderKL
 
-from ..errors import UserError
-from .base import ModelDefaults
-from .openclip_text import OpenCLIPTextConfig, OpenCLIPTextEncoder
-from .vc2_schedule import VC2NoiseSchedule
-from .vc2_unet import VC2UNet, VC2UNetConfig
+from ..models.base import ModelDefaults
+from ..models.videocrafter2 import VideoCrafter2Model
+from ..models.videocrafter2.schedule import VC2NoiseSchedule
+from ..models.videocrafter2.text import OpenCLIPTextConfig, OpenCLIPTextEncoder
+from ..models.videocrafter2.unet import VC2UNet, VC2UNetConfig
+from .world import vocabulary
 
-#: where the trained weights ship inside the package
-SHAPES_WEIGHTS = Path(__file__).resolve().parent.parent / "shapes" / "weights"
 #: words the tokenizer knows besides the world's vocabulary (prompt templates)
 EXTRA_WORDS = ("video", "of", "static", "photo", "the", "with", "and")
 PAD, UNK = "[PAD]", "[UNK]"
@@ -38,31 +35,16 @@ UNET_CONFIG = VC2UNetConfig(
     num_head_channels=16,
     context_dim=64,
     temporal_length=8,
-    # VideoCrafter2's temporal attention has no position encoding: its temporal
-    # convolutions are what tell frame 1 from frame 8. Without them the UNet treats a clip
-    # as an unordered set of frames and cannot say "left" from "right".
     temporal_conv=True,
     temporal_conv_dropout=0.0,
-    # With the convolutions alone this small UNet's prediction from pure noise is the same
-    # for every motion word. Frame positions in the temporal attention give it the frame
-    # index that a drift needs.
+    # frame order needs more than the temporal convolutions' zero padding at this size
     temporal_position_encoding=True,
-    # The temporal transformers also cross-attend to the prompt (VideoCrafter's
-    # ``temporal_selfatt_only: false``): the frame index and the motion word meet in one
-    # layer. With it (and a frozen text tower) the motion words steer the clip, if not yet
-    # reliably (docs/results/shapes-base.md).
+    # the frame index and the motion word meet in the temporal transformers
     temporal_selfatt_only=False,
 )
-#: VideoCrafter2's schedule with two changes.
-#: - A larger final beta. At 8x8 latents the background color is the mean of 64
-#:   positions, 8x less noisy than one position: with the original 0.012 its
-#:   signal-to-noise ratio is still 0.15 at the last training step, and only the top 18%
-#:   of timesteps decide it; 0.02 brings that ratio to 0.007 and gives the layout the top
-#:   third of the schedule.
-#: - v-prediction. At high noise, where the layout of a clip is decided, an eps loss
-#:   weighs errors in the clean clip by the signal-to-noise ratio (under 0.01 there); the
-#:   v loss weighs them by 1 + SNR. With it (and the frame positions) color and background
-#:   are exact on held-out captions (docs/results/shapes-base.md).
+#: VideoCrafter2's schedule with a larger final beta (the 8x8 latents' mean is 8x less noisy
+#: than one position: 0.02 gives the layout the top third of the schedule) and v-prediction
+#: (an eps loss hardly weighs the clean clip at high noise, where the layout is decided)
 SCHEDULE_CONFIG = {"linear_end": 0.02, "parameterization": "v"}
 #: frames per VAE call (the frames are 32x32)
 VAE_CHUNK_SIZE = 256
@@ -114,9 +96,6 @@ def build_tokenizer(words: list[str]):
 def build_shapes_model(seed: int = 0, unet_config: VC2UNetConfig | None = None):
     """The shapes model with random weights (what ``train-base`` starts from); the UNet is
     ``UNET_CONFIG`` unless ``unet_config`` is given."""
-    from ..shapes.world import vocabulary
-    from .videocrafter2 import VideoCrafter2Model
-
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(vocabulary())
     unet = VC2UNet(unet_config or UNET_CONFIG)
@@ -141,21 +120,3 @@ def build_shapes_model(seed: int = 0, unet_config: VC2UNetConfig | None = None):
         SHAPES_DEFAULTS,
         vae_chunk_size=VAE_CHUNK_SIZE,
     )
-
-
-def load_shapes_model(folder: str | Path | None = None):
-    """The trained shapes model (by default the one shipped with the package)."""
-    from .vc2_convert import is_converted
-    from .videocrafter2 import VideoCrafter2Model
-
-    folder = Path(folder) if folder else SHAPES_WEIGHTS
-    if not is_converted(folder):
-        raise UserError(
-            f"no trained shapes model in {folder}; train one with "
-            "'customcrafter shapes train-base --out DIR' and pass --base DIR"
-        )
-    model = VideoCrafter2Model.from_converted(folder)
-    model.vae_chunk_size = VAE_CHUNK_SIZE
-    if folder == SHAPES_WEIGHTS:
-        model.name = "shapes"
-    return model

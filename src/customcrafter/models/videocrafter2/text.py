@@ -8,30 +8,34 @@ checkpoint stores them, so they are kept here as plain parameters to load it wit
 missing or unexpected keys.
 
 Parameter names follow open_clip (``transformer.resblocks.N.attn.in_proj_weight`` and so
-on), so the tensors under ``cond_stage_model.model.*`` load as they are.
+on), so the tensors under ``cond_stage_model.model.*`` load as they are; reading them off a
+checkpoint is ``checkpoint.py``'s work.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import UserError
+
 __all__ = [
-    "VC2_TEXT_PREFIX",
+    "OPENCLIP_TOKENIZER",
+    "OUTPUT_LAYERS",
     "OpenCLIPTextConfig",
     "OpenCLIPTextEncoder",
-    "extract_text_state_dict",
+    "load_openclip_tokenizer",
 ]
 
-VC2_TEXT_PREFIX = "cond_stage_model.model."
-#: open_clip's text tower uses 64-dimensional attention heads
-_HEAD_DIM = 64
-_OUTPUT_LAYERS = {"last": 0, "penultimate": 1}
+# OpenCLIP ViT-H-14 uses OpenAI CLIP's BPE vocabulary; this hub repository ships it in the
+# transformers format. Point $CUSTOMCRAFTER_OPENCLIP_TOKENIZER at a local copy to use another.
+OPENCLIP_TOKENIZER = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+#: residual blocks skipped at the end of the tower, by output layer
+OUTPUT_LAYERS = {"last": 0, "penultimate": 1}
 
 
 @dataclass(frozen=True)
@@ -48,49 +52,14 @@ class OpenCLIPTextConfig:
     output_layer: str = "penultimate"
 
     def __post_init__(self) -> None:
-        if self.output_layer not in _OUTPUT_LAYERS:
+        if self.output_layer not in OUTPUT_LAYERS:
             raise ValueError(
-                f"output_layer must be one of {sorted(_OUTPUT_LAYERS)}, got {self.output_layer!r}"
+                f"output_layer must be one of {sorted(OUTPUT_LAYERS)}, got {self.output_layer!r}"
             )
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        if self.layers <= _OUTPUT_LAYERS[self.output_layer]:
+        if self.layers <= OUTPUT_LAYERS[self.output_layer]:
             raise ValueError(f"{self.layers} layers is too few for output {self.output_layer!r}")
-
-    @classmethod
-    def from_state_dict(
-        cls,
-        state_dict: Mapping[str, torch.Tensor | torch.Size | tuple[int, ...] | list[int]],
-        output_layer: str = "penultimate",
-        heads: int | None = None,
-    ) -> OpenCLIPTextConfig:
-        """Infer the sizes from text-tower tensors (or their shapes) without a prefix.
-
-        ``heads`` is not stored in the checkpoint; unless given, it is ``width // 64`` as in
-        open_clip's text towers (16 for ViT-H-14).
-        """
-
-        def shape(key: str) -> tuple[int, ...]:
-            value = state_dict[key]
-            return tuple(value.shape) if hasattr(value, "shape") else tuple(value)
-
-        vocab_size, width = shape("token_embedding.weight")
-        context_length = shape("positional_embedding")[0]
-        blocks = {
-            int(m.group(1))
-            for key in state_dict
-            if (m := re.match(r"transformer\.resblocks\.(\d+)\.", key))
-        }
-        hidden = shape("transformer.resblocks.0.mlp.c_fc.weight")[0]
-        return cls(
-            vocab_size=vocab_size,
-            context_length=context_length,
-            width=width,
-            heads=heads or max(width // _HEAD_DIM, 1),
-            layers=len(blocks),
-            mlp_ratio=hidden / width,
-            output_layer=output_layer,
-        )
 
 
 class CausalSelfAttention(nn.Module):
@@ -184,7 +153,7 @@ class OpenCLIPTextEncoder(nn.Module):
     @property
     def num_blocks_run(self) -> int:
         """How many residual blocks the forward pass runs (all but the skipped ones)."""
-        return self.config.layers - _OUTPUT_LAYERS[self.config.output_layer]
+        return self.config.layers - OUTPUT_LAYERS[self.config.output_layer]
 
     def get_input_embeddings(self) -> nn.Module:
         return self.token_embedding
@@ -204,29 +173,19 @@ class OpenCLIPTextEncoder(nn.Module):
         return self.ln_final(x)
 
 
-def extract_text_state_dict(
-    checkpoint_sd: Mapping[str, torch.Tensor], prefix: str = VC2_TEXT_PREFIX
-) -> dict[str, torch.Tensor]:
-    """The text-tower tensors of a VideoCrafter2 checkpoint, with ``prefix`` stripped.
+def load_openclip_tokenizer(source: str | None = None):
+    """The CLIP BPE tokenizer as open_clip uses it: 77 tokens, padded with id 0."""
+    from transformers import CLIPTokenizer
 
-    Every tensor under ``prefix`` must be a parameter of ``OpenCLIPTextEncoder`` (built with
-    the sizes inferred from them) and every parameter must be present; otherwise a
-    ``KeyError`` names the unplaced and missing keys.
-    """
-    text_sd = {k[len(prefix) :]: v for k, v in checkpoint_sd.items() if k.startswith(prefix)}
-    if not text_sd:
-        raise KeyError(f"no tensors under {prefix!r} in the checkpoint")
+    source = source or os.environ.get("CUSTOMCRAFTER_OPENCLIP_TOKENIZER", OPENCLIP_TOKENIZER)
     try:
-        config = OpenCLIPTextConfig.from_state_dict(text_sd)
-    except KeyError as err:
-        raise KeyError(f"text tower tensor {prefix}{err.args[0]} is missing") from err
-    with torch.device("meta"):
-        expected = set(OpenCLIPTextEncoder(config).state_dict())
-    unplaced = sorted(set(text_sd) - expected)
-    missing = sorted(expected - set(text_sd))
-    if unplaced or missing:
-        raise KeyError(
-            f"text tower keys do not match: unplaced {[prefix + k for k in unplaced]}, "
-            f"missing {[prefix + k for k in missing]}"
-        )
-    return text_sd
+        tokenizer = CLIPTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"could not load the OpenCLIP tokenizer from {source!r}: {exc}\n"
+            f"Download {OPENCLIP_TOKENIZER} into your Hugging Face cache, or set "
+            "CUSTOMCRAFTER_OPENCLIP_TOKENIZER to a folder holding vocab.json and merges.txt."
+        ) from exc
+    tokenizer.pad_token = "!"  # id 0: open_clip pads with zeros
+    tokenizer.model_max_length = 77
+    return tokenizer

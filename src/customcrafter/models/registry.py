@@ -1,0 +1,69 @@
+"""``load_base_model``: the one place that turns a ``--base`` value into a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .base import BaseVideoModel
+from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
+from .videocrafter2 import VideoCrafter2Model, is_converted
+
+#: the shapes model this project trains, shipped as a converted folder in the package
+SHAPES_WEIGHTS = Path(__file__).resolve().parent.parent / "shapes" / "weights"
+
+BASE_MODEL_HELP = (
+    "'shapes' (the small model trained on the shapes world that ships with CustomCrafter), "
+    "'tiny' (a randomly initialised test model whose output is noise), "
+    "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
+    "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
+    "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
+    "or a folder written by 'customcrafter convert videocrafter2'"
+)
+
+
+def load_base_model(
+    spec: str,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    config: str | Path | None = None,
+    vae_chunk_size: int | None = None,
+) -> BaseVideoModel:
+    """Load the base model named by ``spec`` (see ``BASE_MODEL_HELP``), frozen, in eval mode.
+
+    ``config`` is the original YAML config of a ``videocrafter2:`` checkpoint (by default
+    its architecture is read off the tensors); ``vae_chunk_size`` the frames per VAE call.
+    """
+    if not spec:
+        raise UserError(f"no base model given; use one of: {BASE_MODEL_HELP}")
+    if config and not spec.startswith("videocrafter2:"):
+        raise UserError("a base config applies only to 'videocrafter2:' checkpoints")
+    if spec == "tiny":
+        model: BaseVideoModel = build_tiny_t2v()
+    elif spec == "shapes":
+        model = VideoCrafter2Model.from_converted(SHAPES_WEIGHTS)
+        model.name = "shapes"
+    elif spec.startswith("videocrafter2:"):
+        checkpoint = spec.removeprefix("videocrafter2:")
+        if is_converted(checkpoint):
+            model = VideoCrafter2Model.from_converted(checkpoint)
+        else:
+            model = VideoCrafter2Model.from_checkpoint(checkpoint, config=config)
+    elif is_converted(spec):
+        model = VideoCrafter2Model.from_converted(spec)
+    elif spec.startswith("diffusers:") or ":" not in spec:
+        model = DiffusersT2VModel.from_pretrained(
+            spec.removeprefix("diffusers:"), torch_dtype=dtype
+        )
+    else:
+        kind = spec.split(":", 1)[0]
+        raise UserError(f"unknown base model kind {kind!r}; use one of: {BASE_MODEL_HELP}")
+    if vae_chunk_size is not None:
+        if vae_chunk_size < 1:
+            raise UserError(f"the VAE chunk size must be at least 1, got {vae_chunk_size}")
+        model.vae_chunk_size = vae_chunk_size
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    return model
