@@ -6,14 +6,13 @@ import torch
 from PIL import Image
 
 from customcrafter.errors import UserError
+from customcrafter.io.images import list_images, load_image
+from customcrafter.prompts import subject_phrase
 from customcrafter.training.data import (
     CAPTION_TEMPLATES,
     SubjectImages,
     augment,
     center_crop_resize,
-    list_images,
-    load_image,
-    subject_phrase,
 )
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from customcrafter.errors import UserError
-from customcrafter.subject import SpatialSubjectModule, find_tokens, initializer_words, strip_tokens
+from customcrafter.prompts import find_tokens, initializer_words, strip_tokens
+from customcrafter.subject import SpatialSubjectModule
 
 
 def test_tokens_are_found_in_order_without_repeats():

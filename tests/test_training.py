@@ -7,9 +7,10 @@ from safetensors.torch import load_file
 
 from customcrafter.config import TrainConfig
 from customcrafter.errors import UserError
+from customcrafter.io.images import list_images
 from customcrafter.models import build_tiny_t2v
 from customcrafter.training import TrainingInterrupted, compute_loss, loop, train
-from customcrafter.training.data import SubjectImages, list_images
+from customcrafter.training.data import SubjectImages
 from customcrafter.training.loop import SubjectDenoiser, detach_start_token
 
 

@@ -1,6 +1,6 @@
-"""Sampling: the pipeline and the Dynamic Weighted Video Sampling schedule."""
+"""Sampling: the pipeline, the Dynamic Weighted Video Sampling schedule, the samplers."""
 
+from .dwvs import DynamicWeightSchedule
 from .pipeline import CustomCrafterPipeline, VideoOutput
-from .schedule import DynamicWeightSchedule
 
 __all__ = ["CustomCrafterPipeline", "DynamicWeightSchedule", "VideoOutput"]

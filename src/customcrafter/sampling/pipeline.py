@@ -3,6 +3,7 @@ before each UNet call by a :class:`DynamicWeightSchedule`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,10 +12,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..config import SampleConfig
 from ..errors import UserError
-from ..models.base import BaseVideoModel
-from ..subject import SpatialSubjectModule, find_tokens, strip_tokens
-from .schedule import DynamicWeightSchedule
+from ..models import BaseVideoModel, load_base_model
+from ..prompts import find_tokens, strip_tokens
+from ..subject import SpatialSubjectModule, read_metadata
+from .dwvs import DynamicWeightSchedule
+from .samplers import make_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +26,13 @@ logger = logging.getLogger(__name__)
 @dataclass
 class VideoOutput:
     """``videos`` ``[b, 3, f, h, w]`` in ``[0, 1]`` (float32, CPU); ``weights`` the subject
-    module's weight at each step; ``prompts`` the prompts as the model saw them."""
+    module's weight at each step; ``prompts`` the prompts as the model saw them; ``fps`` the
+    frame rate they were made at."""
 
     videos: torch.Tensor
     weights: list[float]
     prompts: list[str]
+    fps: int
 
 
 class CustomCrafterPipeline:
@@ -60,9 +66,6 @@ class CustomCrafterPipeline:
         ``offload``: ``"model"`` or ``"sequential"`` CPU offload onto ``device`` (see
         ``BaseVideoModel.enable_cpu_offload``) for GPUs too small to hold the model.
         """
-        from ..models import load_base_model
-        from ..subject import read_metadata
-
         if base is None:
             if subject is None:
                 raise UserError("give a base model or a subject module")
@@ -114,58 +117,55 @@ class CustomCrafterPipeline:
         self,
         prompt: str | list[str],
         schedule: DynamicWeightSchedule | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        eta: float | None = None,
-        num_frames: int | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        fps: int | None = None,
-        negative_prompt: str | None = None,
-        seed: int | None = 0,
+        config: SampleConfig | None = None,
+        *,
         generator: torch.Generator | None = None,
         fold_lora: bool = True,
         progress: bool = True,
         callback=None,
+        **settings,
     ) -> VideoOutput:
         """Generate one video per prompt.
 
-        ``schedule`` defaults to the paper's Dynamic Weighted Video Sampling (0.4, 0.8, k=5)
-        when a subject module is loaded. Other settings default to the base model's
-        (``model.defaults``). ``fold_lora`` folds the LoRA into the weights at each change of
-        weight (as fast as the plain base model); ``False`` runs unmerged LoRA layers.
+        ``config`` holds the sampler settings; keyword arguments named as its fields
+        (``num_inference_steps=25, seed=3``) replace them, and what stays ``None`` comes
+        from the base model (``model.defaults``). ``schedule`` defaults to the config's
+        Dynamic Weighted Video Sampling (the paper's 0.4, 0.8, k=5) when a subject module is
+        loaded. ``fold_lora`` folds the LoRA into the weights at each change of weight (as
+        fast as the plain base model); ``False`` runs unmerged LoRA layers.
         ``callback(step_index, timestep, weight)`` is called before each UNet call.
         """
-        model, d = self.model, self.model.defaults
+        model = self.model
+        config = dataclasses.replace(config or SampleConfig(), **settings)
+        s = config.with_defaults(model.defaults)
         prompts = self._prepare_prompts([prompt] if isinstance(prompt, str) else list(prompt))
-        schedule = schedule or (
-            DynamicWeightSchedule() if self.subject else DynamicWeightSchedule.off()
-        )
-        steps = num_inference_steps or d.num_inference_steps
-        guidance = d.guidance_scale if guidance_scale is None else guidance_scale
-        eta = d.eta if eta is None else eta
-        frames, fps = num_frames or d.num_frames, fps or d.fps
-        height, width = height or d.height, width or d.width
-        s = model.vae_scale_factor
-        if height % s or width % s:
+        if schedule is None:
+            schedule = (
+                DynamicWeightSchedule.from_config(config)
+                if self.subject
+                else DynamicWeightSchedule.off()
+            )
+        factor = model.vae_scale_factor
+        if s.height % factor or s.width % factor:
             raise UserError(
-                f"height and width must be multiples of {s} for this model, got {height}x{width}"
+                f"height and width must be multiples of {factor} for this model, "
+                f"got {s.height}x{s.width}"
             )
         if generator is None:
-            generator = torch.Generator().manual_seed(0 if seed is None else seed)
+            generator = torch.Generator().manual_seed(0 if s.seed is None else s.seed)
 
         device, dtype = model.device, model.dtype
         b = len(prompts)
         context = model.encode_prompts(prompts).to(dtype)
-        use_cfg = guidance != 1.0
+        use_cfg = s.guidance_scale != 1.0
         if use_cfg:
-            negative = d.negative_prompt if negative_prompt is None else negative_prompt
-            context = torch.cat([model.encode_prompts([negative] * b).to(dtype), context])
+            negative = model.encode_prompts([s.negative_prompt] * b).to(dtype)
+            context = torch.cat([negative, context])
 
-        sampler = model.make_sampler()
-        sampler.set_timesteps(steps)
+        sampler = make_sampler(model)
+        sampler.set_timesteps(s.num_inference_steps)
         channels = model.unet.config.in_channels
-        shape = (b, channels, frames, height // s, width // s)
+        shape = (b, channels, s.num_frames, s.height // factor, s.width // factor)
         latents = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
         latents = latents * getattr(sampler, "init_noise_sigma", 1.0)
 
@@ -181,13 +181,13 @@ class CustomCrafterPipeline:
                     callback(i, int(t), weights[i])
                 model_in = torch.cat([latents, latents]) if use_cfg else latents
                 t_batch = torch.full((model_in.shape[0],), int(t), device=device, dtype=torch.long)
-                out = model.predict(model_in, t_batch, context, fps)
+                out = model.predict(model_in, t_batch, context, s.fps)
                 if use_cfg:
                     uncond, cond = out.chunk(2)
-                    out = uncond + guidance * (cond - uncond)
-                latents = sampler.step(out, t, latents, eta=eta, generator=generator).prev_sample
+                    out = uncond + s.guidance_scale * (cond - uncond)
+                latents = sampler.step(out, t, latents, eta=s.eta, generator=generator).prev_sample
 
         videos = model.decode_video(latents).float().cpu()
         model.release_offloaded()
         videos = ((videos + 1) / 2).clamp(0, 1)
-        return VideoOutput(videos=videos, weights=weights, prompts=prompts)
+        return VideoOutput(videos=videos, weights=weights, prompts=prompts, fps=s.fps)

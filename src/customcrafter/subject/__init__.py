@@ -1,4 +1,5 @@
-"""The Spatial Subject Learning Module: which layers, LoRA via peft, the new tokens, files."""
+"""The Spatial Subject Learning Module: which layers, LoRA via peft, the new tokens' embeddings,
+its file."""
 
 from .module import (
     SUBJECT_FILENAME,
@@ -9,7 +10,6 @@ from .module import (
     resolve_subject_path,
 )
 from .targets import TARGET_PRESETS, resolve_targets
-from .tokens import find_tokens, initializer_words, strip_tokens
 
 __all__ = [
     "SUBJECT_FILENAME",
@@ -17,10 +17,7 @@ __all__ = [
     "SpatialSubjectModule",
     "SubjectMetadata",
     "check_compatible",
-    "find_tokens",
-    "initializer_words",
     "read_metadata",
     "resolve_subject_path",
     "resolve_targets",
-    "strip_tokens",
 ]

@@ -1,45 +1,13 @@
-"""New subject tokens such as ``<new1>``: found in prompts, added to the tokenizer, and given
-trainable embeddings while every existing embedding stays frozen."""
+"""New subject tokens such as ``<new1>`` in the text encoder: added to the tokenizer and given
+trainable embeddings while every existing embedding stays frozen (finding them in prompts is
+:mod:`customcrafter.prompts`)."""
 
 from __future__ import annotations
-
-import re
 
 import torch
 from torch import nn
 
 from ..errors import UserError
-
-TOKEN_PATTERN = re.compile(r"<[^<>\s]+>")
-
-
-def find_tokens(prompt: str) -> list[str]:
-    """The ``<...>`` tokens in ``prompt``, in order of first appearance."""
-    return list(dict.fromkeys(TOKEN_PATTERN.findall(prompt)))
-
-
-def strip_tokens(prompt: str) -> str:
-    """``"a <new1> dog"`` -> ``"a dog"``: what the base model alone can understand."""
-    return " ".join(TOKEN_PATTERN.sub(" ", prompt).split())
-
-
-def initializer_words(prompt: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
-    """Map each new token to the word its embedding starts from: by default the word right
-    after it in the prompt (``"<new1> dog"`` -> ``dog``), as in Custom Diffusion."""
-    overrides = overrides or {}
-    words = {}
-    for token in find_tokens(prompt):
-        if token in overrides:
-            words[token] = overrides[token]
-            continue
-        match = re.search(re.escape(token) + r"\s+([^\s<>]+)", prompt)
-        if match is None:
-            raise UserError(
-                f"cannot tell which word {token} starts from: put the class word after it "
-                f"('video of a {token} dog') or pass --initializer-word {token}=dog"
-            )
-        words[token] = match.group(1).strip(".,;:!?")
-    return words
 
 
 class SubjectTokenEmbedding(nn.Module):

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..io.files import atomic_path
 from ..models.base import BaseVideoModel
+from ..sampling import CustomCrafterPipeline
 
 
 def cache_root() -> Path:
@@ -44,8 +45,6 @@ def ensure_class_images(
 ) -> list[Path]:
     """Generate the missing ones of ``num_images`` class images into ``folder``: image ``i``
     is the first frame of the base model's video for ``class_prompt`` with seed ``i``."""
-    from ..sampling import CustomCrafterPipeline
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:05d}.png" for i in range(num_images)]
     missing = [i for i, p in enumerate(paths) if not p.exists()]

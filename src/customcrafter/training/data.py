@@ -9,53 +9,19 @@ pure function of (seed, step): resuming training replays exactly the same data.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from ..errors import UserError
-
-logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+from ..io.images import load_image
 
 # the authors' caption templates for a subject phrase such as "<new1> dog"
 CAPTION_TEMPLATES = ("video of a {}", "{}", "a static video of a {}", "a {}")
 SMALL_PREFIXES = ("a far away ", "very small ")
 LARGE_PREFIXES = ("zoomed in ", "close up ")
-
-
-def list_images(folder: str | Path, what: str = "image") -> list[Path]:
-    """Readable image files in ``folder``, sorted; non-images are skipped with a warning."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise UserError(f"{what} folder {folder} does not exist")
-    if not folder.is_dir():
-        raise UserError(f"{what} folder {folder} is not a folder")
-    images = []
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        try:
-            with Image.open(path) as img:
-                img.verify()
-            images.append(path)
-        except (UnidentifiedImageError, OSError):
-            logger.warning("skipping %s: not an image file", path)
-    if not images:
-        raise UserError(
-            f"{what} folder {folder} holds no images (jpg, png or webp); put 3 to 10 photos of the subject there"
-        )
-    return images
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """An RGB image with its EXIF orientation applied."""
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
 
 
 def center_crop_resize(img: Image.Image, height: int, width: int) -> Image.Image:
@@ -107,16 +73,6 @@ def augment(
         y = int(rng.integers(0, new_h - height + 1))
         img = img.resize((new_w, new_h), Image.BICUBIC).crop((x, y, x + width, y + height))
     return to_tensor(img), mask, prompt
-
-
-def subject_phrase(instance_prompt: str, tokens: list[str]) -> str:
-    """The part of the prompt from the first new token through the word after the last one:
-    ``"video of a <new1> dog"`` -> ``"<new1> dog"``; captions are built around it."""
-    start = min(instance_prompt.index(t) for t in tokens)
-    last = max(tokens, key=lambda t: instance_prompt.rindex(t))
-    end = instance_prompt.rindex(last) + len(last)
-    rest = instance_prompt[end:].split()
-    return (instance_prompt[start:end] + (" " + rest[0] if rest else "")).strip(" .,")
 
 
 @dataclass

@@ -22,9 +22,11 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig, config_to_dict
 from ..errors import UserError
 from ..io.files import write_json
+from ..io.images import list_images
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
-from ..subject import SUBJECT_FILENAME, SpatialSubjectModule, find_tokens, initializer_words
+from ..prompts import find_tokens, initializer_words, subject_phrase
+from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 from .checkpoint import (
     CHECKPOINT_DIR,
     find_checkpoint,
@@ -33,7 +35,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .class_images import class_image_dir, ensure_class_images
-from .data import CAPTION_TEMPLATES, StaticClipBatch, SubjectImages, list_images, subject_phrase
+from .data import CAPTION_TEMPLATES, StaticClipBatch, SubjectImages
 
 logger = logging.getLogger(__name__)
 
@@ -137,24 +139,9 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     ``model`` may be passed to reuse an already loaded base model (it is modified: the
     subject module is injected into it).
     """
-    config.validate()
-    if not config.output_dir:
-        raise UserError("give an output folder (--output-dir)")
-    out = Path(config.output_dir)
-    tokens = find_tokens(config.instance_prompt)
-    if not tokens:
-        raise UserError(
-            f"the instance prompt {config.instance_prompt!r} has no new token: write the subject "
-            "as a token in angle brackets followed by its class, e.g. 'video of a <new1> dog'"
-        )
-    init_words = initializer_words(config.instance_prompt, config.initializer_words)
-    instance_paths = list_images(config.instance_data_dir, "instance image")
+    tokens, init_words, instance_paths, class_paths = _check_inputs(config)
     use_prior = config.prior_loss_weight > 0
-    class_paths = (
-        list_images(config.class_data_dir, "class image")
-        if use_prior and config.class_data_dir
-        else None
-    )
+    out = Path(config.output_dir)
     _prepare_output_dir(out, config)
     checkpoint = (
         find_checkpoint(out, config.resume_from_checkpoint)
@@ -179,13 +166,12 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
 
     # class images come from the plain base model, before the subject module exists
     if use_prior and class_paths is None:
-        folder = class_image_dir(model, config.class_prompt, height, width)
         with accelerator.main_process_first():
             class_paths = ensure_class_images(
                 model,
                 config.class_prompt,
                 config.num_class_images,
-                folder,
+                class_image_dir(model, config.class_prompt, height, width),
                 height,
                 width,
                 num_inference_steps=config.class_sampling_steps,
@@ -204,22 +190,51 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         model.enable_gradient_checkpointing()
 
     phrase = subject_phrase(config.instance_prompt, tokens)
-    instances = SubjectImages(
-        instance_paths,
-        height,
-        width,
-        config.train_frames,
-        factor,
-        phrase,
-        CAPTION_TEMPLATES,
-        augment=config.augment,
-    )
-    classes = (
+    data = (
+        SubjectImages(
+            instance_paths,
+            height,
+            width,
+            config.train_frames,
+            factor,
+            phrase,
+            CAPTION_TEMPLATES,
+            augment=config.augment,
+        ),
         SubjectImages(class_paths, height, width, config.train_frames, factor, config.class_prompt)
         if use_prior
-        else None
+        else None,
     )
+    _fit(config, model, subject, data, accelerator, checkpoint, progress)
+    path = out / SUBJECT_FILENAME
+    if accelerator.is_main_process:
+        subject.save(path, training=config_to_dict(config))
+    return path
 
+
+def _check_inputs(config: TrainConfig):
+    """The settings, the subject's new tokens and its photos (and the class images given),
+    checked before anything is loaded: ``(tokens, initializer words, instance paths, class
+    paths or None)``."""
+    config.validate()
+    if not config.output_dir:
+        raise UserError("give an output folder (--output-dir)")
+    tokens = find_tokens(config.instance_prompt)
+    if not tokens:
+        raise UserError(
+            f"the instance prompt {config.instance_prompt!r} has no new token: write the subject "
+            "as a token in angle brackets followed by its class, e.g. 'video of a <new1> dog'"
+        )
+    init_words = initializer_words(config.instance_prompt, config.initializer_words)
+    instance_paths = list_images(config.instance_data_dir, "instance image")
+    class_paths = None
+    if config.prior_loss_weight > 0 and config.class_data_dir:
+        class_paths = list_images(config.class_data_dir, "class image")
+    return tokens, init_words, instance_paths, class_paths
+
+
+def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: Accelerator):
+    """AdamW on the module's parameters, and the learning-rate schedule."""
     lr = config.learning_rate
     if config.scale_lr:
         lr *= (
@@ -238,10 +253,18 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=config.max_train_steps * accelerator.num_processes,
     )
+    return optimizer, lr_scheduler
+
+
+def _fit(config, model, subject, data, accelerator, checkpoint, progress) -> None:
+    """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
+    writing a checkpoint every ``checkpointing_steps``. ``data``: (instance, class) images."""
+    out = Path(config.output_dir)
+    instances, classes = data
+    optimizer, lr_scheduler = _optimizer(config, subject, accelerator)
     denoiser = SubjectDenoiser(model)
     denoiser.train()
     denoiser, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
-
     step = 0
     if checkpoint is not None:
         step = load_checkpoint(checkpoint, subject, optimizer, lr_scheduler)
@@ -309,9 +332,4 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         bar.close()
         for handle in hooks:
             handle.remove()
-
     accelerator.wait_for_everyone()
-    path = out / SUBJECT_FILENAME
-    if accelerator.is_main_process:
-        subject.save(path, training=settings)
-    return path

@@ -1,10 +1,7 @@
-"""The ``eval`` and ``benchmark`` commands, as argparse pieces: ``add_*_parser(subparsers)``
-adds the subcommand, ``run_*(args)`` runs it (errors are ``UserError``).
+"""``customcrafter eval``: score videos with the paper's metrics.
 
     customcrafter eval --video a.mp4 --video b.mp4 --prompt "a <new1> dog running" \\
         --references data/dog --clip --dino --json scores.json
-    customcrafter benchmark benchmarks/specs/paper_table1.yaml --data-root ~/datasets \\
-        --set vc2_checkpoint=~/ckpt/vc2/model.ckpt
 """
 
 from __future__ import annotations
@@ -13,8 +10,8 @@ import argparse
 import math
 from pathlib import Path
 
+from ..config import DEFAULT_CLIP, DEFAULT_DINO, default_device
 from ..errors import UserError
-from .metrics import DEFAULT_CLIP, DEFAULT_DINO
 
 EVAL_COLUMNS = (
     ("clip_t", "CLIP-T"),
@@ -26,8 +23,7 @@ EVAL_COLUMNS = (
 )
 
 
-# --- eval ----------------------------------------------------------------------------------
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "eval",
         help="score videos: CLIP-T, CLIP-I, DINO-I, T.Cons, dynamic degree, flow",
@@ -57,21 +53,16 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-motion", action="store_true", help="skip dynamic degree and flow")
     parser.add_argument("--json", help="also write the scores to this JSON file")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.set_defaults(run=run)
     return parser
 
 
-def _device(name: str | None) -> str:
-    import torch
-
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def run_eval(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict:
     """Score ``args.video``; prints a table and returns ``{"videos": [...], "mean": {...}}``."""
+    from ..evaluation import ClipScorer, DinoScorer, evaluate_video
     from ..io.files import write_json
+    from ..io.images import list_images, load_image
     from ..io.video import read_video
-    from ..training.data import list_images, load_image
-    from .metrics import ClipScorer, DinoScorer, evaluate_video
 
     references = None
     if args.references:
@@ -82,7 +73,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         raise UserError("DINO-I needs --references, the folder of the subject's images")
     if not (args.clip or args.dino) and args.no_motion:
         raise UserError("nothing to compute: give --clip and/or --dino, or drop --no-motion")
-    device = _device(args.device)
+    device = default_device(args.device)
     clip = ClipScorer.from_pretrained(args.clip, device=device) if args.clip else None
     dino = DinoScorer.from_pretrained(args.dino, device=device) if args.dino else None
 
@@ -134,68 +125,3 @@ def format_eval_table(results: list[dict], keys: list[str], mean: dict) -> str:
     if "dynamic" in keys and len(results) > 1:
         lines.append("(mean of 'dynamic' = the dynamic degree: the share of dynamic videos)")
     return "\n".join(lines)
-
-
-# --- benchmark -----------------------------------------------------------------------------
-def add_benchmark_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "benchmark",
-        help="run a benchmark spec: train, generate, score and report (resumable)",
-        description="Run the benchmark a spec file describes. Finished modules, videos and "
-        "scores are kept: run the same command again to continue an interrupted run.",
-    )
-    parser.add_argument("spec", help="benchmark spec (YAML or TOML), e.g. benchmarks/specs/*.yaml")
-    parser.add_argument(
-        "--data-root", help="folder holding the subjects' image folders (replaces the spec's)"
-    )
-    parser.add_argument("--output-dir", help="where results go (replaces the spec's output_dir)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a spec variable (vc2_checkpoint=/path/model.ckpt) or a spec key "
-        "(generation.num_inference_steps=25, methods.NAME.train.max_train_steps=500); "
-        "repeatable",
-    )
-    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
-    parser.add_argument(
-        "--dtype",
-        choices=["float32", "float16", "bfloat16"],
-        help="sampling precision (default: float16 on cuda, else float32)",
-    )
-    parser.add_argument(
-        "--reports-only",
-        action="store_true",
-        help="only rewrite the reports from the finished videos' cached scores",
-    )
-    return parser
-
-
-def run_benchmark_command(args: argparse.Namespace) -> Path:
-    from .benchmark import load_spec, run_benchmark, write_reports
-
-    reports_only = getattr(args, "reports_only", False)
-    spec = load_spec(
-        args.spec,
-        data_root=getattr(args, "data_root", None),
-        overrides=list(getattr(args, "overrides", None) or []),
-        output_dir=getattr(args, "output_dir", None),
-    )
-    if reports_only:
-        out = write_reports(spec)
-    else:
-        dtype = None
-        if getattr(args, "dtype", None):
-            import torch
-
-            dtype = getattr(torch, args.dtype)
-        out = run_benchmark(
-            spec,
-            device=getattr(args, "device", None),
-            progress=not getattr(args, "quiet", False),
-            dtype=dtype,
-        )
-    print(f"reports in {out}: summary.md, summary.csv, per_video.csv, index.html, charts/")
-    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import LAMBDA_L, LAMBDA_S, K, SampleConfig
 from ..errors import UserError
 
 
@@ -19,9 +20,9 @@ class DynamicWeightSchedule:
     is ``DynamicWeightSchedule.off()`` (weight 0 at every step).
     """
 
-    lambda_s: float = 0.4
-    lambda_l: float = 0.8
-    k: int = 5
+    lambda_s: float = LAMBDA_S
+    lambda_l: float = LAMBDA_L
+    k: int = K
 
     def __post_init__(self):
         if self.k < 0:
@@ -34,6 +35,14 @@ class DynamicWeightSchedule:
     @classmethod
     def off(cls) -> DynamicWeightSchedule:
         return cls.constant(0.0)
+
+    @classmethod
+    def from_config(cls, config: SampleConfig) -> DynamicWeightSchedule:
+        """``config.constant_weight`` at every step when it is set, else the dynamic schedule
+        of ``lambda_s``, ``lambda_l`` and ``k``."""
+        if config.constant_weight is not None:
+            return cls.constant(config.constant_weight)
+        return cls(config.lambda_s, config.lambda_l, config.k)
 
     @property
     def is_off(self) -> bool:

@@ -1,0 +1,97 @@
+"""``customcrafter generate``: a video, with or without a subject module."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import DTYPES, SampleConfig, TrainConfig, default_device, default_dtype, help_of
+from ..errors import UserError
+from .args import add_config_arguments, config_values
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="generate a video, with or without a subject module"
+    )
+    parser.add_argument("--prompt", required=True, help="e.g. 'a <new1> dog surfing a wave'")
+    parser.add_argument("--out", required=True, help="output video, .mp4 or .gif")
+    parser.add_argument("--gif", action="store_true", help="also write a .gif beside the .mp4")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument(
+        "--subject", help="subject module: training output folder or .safetensors file"
+    )
+    parser.add_argument(
+        "--no-subject", action="store_true", help="sample the plain base model (baseline)"
+    )
+    parser.add_argument(
+        "--base", help="base model (default: the one the subject module was trained on)"
+    )
+    parser.add_argument("--base-config", help=help_of(TrainConfig, "base_config"))
+    add_config_arguments(parser, SampleConfig)
+    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=DTYPES, help="default: float16 on cuda, else float32")
+    parser.add_argument("--vae-chunk-size", type=int, help=help_of(TrainConfig, "vae_chunk_size"))
+    parser.add_argument(
+        "--offload",
+        choices=["model", "sequential"],
+        help="keep weights in CPU memory for small GPUs: 'model' moves one component at a "
+        "time to the GPU, 'sequential' one layer at a time (least memory, slowest)",
+    )
+    parser.add_argument(
+        "--unmerged",
+        action="store_true",
+        help="run LoRA layers unmerged instead of folding them (slower)",
+    )
+    parser.add_argument(
+        "--allow-base-mismatch",
+        action="store_true",
+        help="load a subject module onto a base model with other weights",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..io.video import check_output_path, write_video
+    from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
+
+    out = check_output_path(args.out, args.overwrite)
+    gif = out.with_suffix(".gif") if args.gif and out.suffix == ".mp4" else None
+    if gif is not None:
+        check_output_path(gif, args.overwrite)
+    if args.no_subject and args.subject:
+        raise UserError("--no-subject and --subject exclude each other")
+    if not args.no_subject and not args.subject:
+        raise UserError(
+            "give --subject (a trained subject module) or --no-subject for the plain base model"
+        )
+    if args.no_subject and not args.base:
+        raise UserError("--no-subject needs --base")
+    sample = SampleConfig(**config_values(args, SampleConfig))
+    device = default_device(args.device)
+    pipe = CustomCrafterPipeline.from_pretrained(
+        args.base,
+        None if args.no_subject else args.subject,
+        device=device,
+        dtype=default_dtype(args.dtype, device),
+        strict=not args.allow_base_mismatch,
+        base_config=args.base_config,
+        vae_chunk_size=args.vae_chunk_size,
+        offload=args.offload,
+    )
+    schedule = (
+        DynamicWeightSchedule.off()
+        if args.no_subject
+        else DynamicWeightSchedule.from_config(sample)
+    )
+    result = pipe(
+        args.prompt,
+        schedule=schedule,
+        config=sample,
+        fold_lora=not args.unmerged,
+        progress=not args.quiet,
+    )
+    write_video(out, result.videos[0], result.fps)
+    print(f"{schedule.describe()}: wrote {out}")
+    if gif is not None:
+        write_video(gif, result.videos[0], result.fps)
+        print(f"wrote {gif}")
