@@ -16,6 +16,7 @@ from customcrafter.evaluation import (
     DinoScorer,
     evaluate_video,
     motion_metrics,
+    preprocess,
 )
 
 
@@ -101,6 +102,46 @@ def test_embeddings_are_unit_length_and_batched(clip, dino):
         single = scorer.image_embeddings(video[35])
         assert torch.allclose(single[0], embeddings[35], atol=1e-5)
     assert torch.allclose(clip.text_embeddings(["a", "a dog"]).norm(dim=-1), torch.ones(2))
+
+
+# --- preprocessing -----------------------------------------------------------------------------
+def normalized(image, processor):
+    array = np.asarray(image, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(processor.image_mean, dtype=np.float32)
+    return (array - mean) / np.asarray(processor.image_std, dtype=np.float32)
+
+
+def test_clip_crops_the_center_at_the_authors_rounded_offset(clip):
+    """A 65x48 image: the short side goes to 32 and the long one to int(32 * 65 / 48) = 43,
+    a margin of 11. The authors' torchvision crop starts at round(5.5) = 6, transformers'
+    processor at 11 // 2 = 5."""
+    image = Image.fromarray(random_images(1, seed=13, size=(48, 65))[0])
+    pixels = preprocess([image], clip.processor)[0].permute(1, 2, 0).numpy()
+    resized = image.resize((43, 32), Image.BICUBIC)
+    rounded = normalized(resized.crop((6, 0, 38, 32)), clip.processor)
+    floored = normalized(resized.crop((5, 0, 37, 32)), clip.processor)
+    assert np.allclose(pixels, rounded, atol=1e-6)
+    assert not np.allclose(pixels, floored, atol=1e-2)
+
+
+def test_dino_resizes_to_its_square_without_cropping(dino):
+    image = Image.fromarray(random_images(1, seed=14, size=(48, 65))[0])
+    pixels = preprocess([image], dino.processor)[0].permute(1, 2, 0).numpy()
+    expected = normalized(image.resize((32, 32), Image.BILINEAR), dino.processor)
+    assert np.allclose(pixels, expected, atol=1e-6)
+
+
+def test_scores_depend_on_the_processor_settings_only(clip):
+    """The numbers come from the settings, never from the processor's own (backend-dependent)
+    implementation: a plain record of the same settings scores the same."""
+    from types import SimpleNamespace
+
+    names = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale")
+    names += ("rescale_factor", "do_normalize", "image_mean", "image_std")
+    settings = SimpleNamespace(**{name: getattr(clip.processor, name) for name in names})
+    plain = ClipScorer(clip.model, settings, clip.tokenizer)
+    video, reference = random_images(2, seed=15), random_images(1, seed=16, size=(48, 65))[0]
+    assert plain.clip_i(video, [reference]) == clip.clip_i(video, [reference])
 
 
 # --- CLIP-T ------------------------------------------------------------------------------------

@@ -1,25 +1,25 @@
-"""Evaluation numbers for customized video generation: CLIP-T, CLIP-I, DINO-I, T.Cons and
-VBench's dynamic degree; and benchmark specs that compare methods with them."""
+"""The numbers customized video generation is judged by: CLIP-T, CLIP-I, DINO-I, T.Cons and
+VBench's dynamic degree, one function per metric and ``evaluate_video`` for all of them."""
 
-from .benchmark import BenchmarkSpec, load_spec, run_benchmark, write_reports
 from .metrics import (
+    METRICS,
     ClipScorer,
     DinoScorer,
-    MotionResult,
+    Metric,
     VideoMetrics,
     evaluate_video,
-    motion_metrics,
+    preprocess,
 )
+from .motion import MotionResult, motion_metrics
 
 __all__ = [
-    "BenchmarkSpec",
+    "METRICS",
     "ClipScorer",
     "DinoScorer",
+    "Metric",
     "MotionResult",
     "VideoMetrics",
     "evaluate_video",
-    "load_spec",
     "motion_metrics",
-    "run_benchmark",
-    "write_reports",
+    "preprocess",
 ]
