@@ -29,18 +29,18 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 from customcrafter.io.files import atomic_path, write_json
 from customcrafter.io.video import to_uint8_frames
 from customcrafter.models import load_base_model
+from customcrafter.prompts import strip_tokens
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from customcrafter.shapes.customize import subject_prompt, subject_train_config
-from customcrafter.shapes.detect import read_clip, subject_similarity
+from customcrafter.shapes.score import score_clip, summarise
 from customcrafter.shapes.world import REFERENCE_BACKGROUNDS, SUBJECTS, reference_images
-from customcrafter.subject import SpatialSubjectModule, strip_tokens
+from customcrafter.subject import SpatialSubjectModule
 from customcrafter.training import train
 
 #: (motion, background): every direction, on reference and on new backgrounds
@@ -52,20 +52,27 @@ PROMPT_PARTS = (
     ("standing still", "purple"),
 )
 # (label, module, schedule); module "paper" = spatial-qkv, "cross" = cross-attention only
+PAPER = DynamicWeightSchedule()
+DWVS = f"DWVS {PAPER.lambda_s}/{PAPER.lambda_l}"
 METHODS = [
     ("base (class word)", None, DynamicWeightSchedule.off()),
     ("constant 1.0", "paper", DynamicWeightSchedule.constant(1.0)),
-    ("DWVS 0.4/0.8, k=5 (paper)", "paper", DynamicWeightSchedule(0.4, 0.8, 5)),
-    *[(f"DWVS 0.4/0.8, k={k}", "paper", DynamicWeightSchedule(0.4, 0.8, k)) for k in (2, 10, 25)],
-    *[(f"DWVS {s}/0.8, k=5", "paper", DynamicWeightSchedule(s, 0.8, 5)) for s in (0.0, 0.2, 0.6)],
+    (f"{DWVS}, k={PAPER.k} (paper)", "paper", PAPER),
+    *[(f"{DWVS}, k={k}", "paper", replace(PAPER, k=k)) for k in (2, 10, 25)],
+    *[
+        (f"DWVS {s}/{PAPER.lambda_l}, k={PAPER.k}", "paper", replace(PAPER, lambda_s=s))
+        for s in (0.0, 0.2, 0.6)
+    ],
     ("cross-attn only, constant 1.0", "cross", DynamicWeightSchedule.constant(1.0)),
-    ("cross-attn only, DWVS (paper)", "cross", DynamicWeightSchedule(0.4, 0.8, 5)),
+    ("cross-attn only, DWVS (paper)", "cross", PAPER),
 ]
 MODULES = {"paper": ("spatial-qkv", "LoRA on Q, K, V of spatial self- and cross-attention")}
 MODULES["cross"] = ("spatial-cross-qkv", "LoRA on Q, K, V of spatial cross-attention only")
 
 
 def run(args) -> list[dict]:
+    """Train, generate and score; one row per clip: its subject, method and seed, and the
+    shapes score's row (``ShapesScore.as_row``)."""
     rows = []
     work = Path(args.work or tempfile.mkdtemp(prefix="shapes-claims-"))
     subjects = args.subjects or list(SUBJECTS)
@@ -84,56 +91,27 @@ def run(args) -> list[dict]:
         references = reference_images(SUBJECTS[name])
         prompts = [subject_prompt(name, m, b) for m, b in PROMPT_PARTS]
         for label, key, schedule in METHODS:
-            pipe = pipes[key]
             texts = prompts if key else [strip_tokens(p) for p in prompts]
             for seed in range(args.seeds):
-                out = pipe(texts, schedule=schedule, seed=1000 + seed, progress=False)
-                for (motion, background), video in zip(PROMPT_PARTS, out.videos, strict=True):
-                    clip = to_uint8_frames(video)
-                    reading = read_clip(clip)
-                    rows.append(
-                        {
-                            "subject": name,
-                            "method": label,
-                            "seed": seed,
-                            "motion": motion,
-                            "background": background,
-                            "new_background": background not in REFERENCE_BACKGROUNDS,
-                            "motion_ok": reading.motion == motion,
-                            "displacement": float(reading.displacement),
-                            "background_ok": reading.background == background,
-                            "similarity": subject_similarity(clip, references),
-                        }
-                    )
+                out = pipes[key](texts, schedule=schedule, seed=1000 + seed, progress=False)
+                for text, video in zip(texts, out.videos, strict=True):
+                    score = score_clip(to_uint8_frames(video), text, references)
+                    rows.append({"subject": name, "method": label, "seed": seed, "score": score})
             print(f"  {name}: {label} done", file=sys.stderr)
     return rows
 
 
 def summarize(rows: list[dict]) -> list[dict]:
+    """Per method, the shapes summary of its clips and the background accuracy on the
+    backgrounds the reference images never show."""
     table = []
     for label, *_ in METHODS:
-        mine = [r for r in rows if r["method"] == label]
-        moving = [r for r in mine if r["motion"] != "standing still"]
-        new_bg = [r for r in mine if r["new_background"]]
-        table.append(
-            {
-                "method": label,
-                "videos": len(mine),
-                "motion_accuracy": _mean(r["motion_ok"] for r in mine),
-                "displacement_moving": _mean(r["displacement"] for r in moving),
-                "displacement_still": _mean(
-                    r["displacement"] for r in mine if r["motion"] == "standing still"
-                ),
-                "similarity": _mean(r["similarity"] for r in mine),
-                "new_background_accuracy": _mean(r["background_ok"] for r in new_bg),
-            }
-        )
+        scores = [r["score"] for r in rows if r["method"] == label]
+        new = [s for s in scores if s.wanted.background not in REFERENCE_BACKGROUNDS]
+        summary = summarise(scores)
+        summary["new_background_accuracy"] = summarise(new)["background_accuracy"]
+        table.append({"method": label, **summary})
     return table
-
-
-def _mean(values) -> float:
-    values = [float(v) for v in values if np.isfinite(float(v))]
-    return float(np.mean(values)) if values else float("nan")
 
 
 def markdown(table: list[dict], rows: list[dict], args, seconds: float) -> str:
@@ -159,7 +137,7 @@ def markdown(table: list[dict], rows: list[dict], args, seconds: float) -> str:
     for t in table:
         lines.append(
             f"| {t['method']} | {t['motion_accuracy']:.0%} | {t['displacement_moving']:.2f} "
-            f"| {t['displacement_still']:.2f} | {t['similarity']:.3f} "
+            f"| {t['displacement_still']:.2f} | {t['subject_similarity']:.3f} "
             f"| {t['new_background_accuracy']:.0%} |"
         )
     lines += [
@@ -180,7 +158,7 @@ def markdown(table: list[dict], rows: list[dict], args, seconds: float) -> str:
         for t in summarize([r for r in rows if r["subject"] == name]):
             lines.append(
                 f"| {name} | {t['method']} | {t['motion_accuracy']:.0%} "
-                f"| {t['similarity']:.3f} | {t['new_background_accuracy']:.0%} |"
+                f"| {t['subject_similarity']:.3f} | {t['new_background_accuracy']:.0%} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -202,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     with atomic_path(out) as tmp:
         tmp.write_text(markdown(table, rows, args, time.perf_counter() - began))
-    write_json(out.with_suffix(".json"), {"summary": table, "videos": rows})
+    videos = [{**{k: v for k, v in r.items() if k != "score"}, **r["score"].as_row()} for r in rows]
+    write_json(out.with_suffix(".json"), {"summary": table, "videos": videos})
     print(out.read_text())
 
 

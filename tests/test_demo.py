@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from customcrafter.cli import main
-from customcrafter.demo import DEMO_METHODS, DEMO_PROMPTS, SEEDS
 from customcrafter.io import read_video
+from customcrafter.shapes.demo import DEMO_METHODS, DEMO_PROMPTS, SEEDS
 
 
 @pytest.mark.slow

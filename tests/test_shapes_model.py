@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 
 from customcrafter.errors import UserError
 from customcrafter.models import load_base_model
-from customcrafter.models.shapes import SHAPES_WEIGHTS, UNET_CONFIG, build_shapes_model
+from customcrafter.models.registry import SHAPES_WEIGHTS
 from customcrafter.shapes import train_base as recipe_module
+from customcrafter.shapes.model import UNET_CONFIG, build_shapes_model
 from customcrafter.shapes.train_base import BaseRecipe, train_base
 
 MICRO = BaseRecipe(
@@ -72,7 +73,7 @@ def test_an_interrupted_recipe_resumes_to_the_same_weights(tmp_path, monkeypatch
     index = json.loads((tmp_path / "resumed" / "model" / "customcrafter_model.json").read_text())
     assert index["training"] == {"recipe": dataclasses.asdict(MICRO)}
     assert model.unet.config == UNET_CONFIG  # frame positions included, though not weights
-    assert model.schedule.parameterization == "v"
+    assert model.noise_schedule.parameterization == "v"
 
     with pytest.raises(UserError, match="other settings"):
         train_base(tmp_path / "resumed", BaseRecipe(steps=5), progress=False)
@@ -91,21 +92,16 @@ def test_the_recipe_keeps_the_text_tower_at_its_seeded_initialization(tmp_path):
     assert any(not torch.equal(v, trained["unet"][k]) for k, v in unet.items())
 
 
-def test_a_run_saved_before_a_setting_existed_resumes_with_what_it_did_then(tmp_path):
-    # what runs did before these settings existed (the shipped model's first recipes)
-    before = dataclasses.replace(
-        MICRO, temporal_cross_attention=False, color_dropout=0.0, high_noise_share=0.0
-    )
-    train_base(tmp_path / "run", before, progress=False)
+def test_a_run_saved_without_some_settings_is_refused_naming_them(tmp_path):
+    train_base(tmp_path / "run", MICRO, progress=False)
     state_path = tmp_path / "run" / "train-state.pt"
     state = torch.load(state_path, weights_only=True)
     for name in ("temporal_cross_attention", "color_dropout", "high_noise_share"):
         del state["recipe"][name]
     torch.save(state, state_path)
-    train_base(tmp_path / "run", before, progress=False)  # nothing left to do, no error
     with pytest.raises(UserError, match="other settings") as refused:
-        train_base(tmp_path / "run", MICRO, False)  # today's defaults are other settings
-    assert "color_dropout=0.0 (asked: 0.2)" in str(refused.value)
+        train_base(tmp_path / "run", MICRO, False)
+    assert "color_dropout=None (asked: 0.2)" in str(refused.value)
     assert "batch_size" not in str(refused.value)  # settings that agree are not named
 
 
@@ -212,7 +208,7 @@ def test_the_shapes_model_can_tell_frame_order_and_predicts_velocity():
     """Temporal convolutions and frame positions tell a clip from its reverse (see
     test_vc2_unet); v-prediction weighs the clip where the motion words decide it."""
     assert UNET_CONFIG.temporal_conv and UNET_CONFIG.temporal_position_encoding
-    assert build_shapes_model(0).schedule.parameterization == "v"
+    assert build_shapes_model(0).noise_schedule.parameterization == "v"
 
 
 def test_the_default_recipe_is_the_one_the_shipped_weights_come_from():

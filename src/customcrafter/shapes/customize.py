@@ -8,16 +8,14 @@ from pathlib import Path
 from ..config import TrainConfig
 from .world import SUBJECTS, SUBJECTS_DIR, caption
 
-
-def subject_phrase(name: str) -> str:
-    """``"<new1> star"``: the token and the subject's class word."""
-    return f"<new1> {SUBJECTS[name].class_word}"
+#: the new token every bundled subject is learnt as
+TOKEN = "<new1>"
 
 
 def subject_prompt(name: str, motion: str, background: str) -> str:
     """The world's caption with the subject in the object's place:
     ``"a <new1> star moving right on a gray background"``."""
-    return caption("<new1>", SUBJECTS[name].class_word, motion, background)
+    return caption(TOKEN, SUBJECTS[name].class_word, motion, background)
 
 
 def subject_train_config(
@@ -38,7 +36,7 @@ def subject_train_config(
     return TrainConfig(
         base="shapes",
         instance_data_dir=str(SUBJECTS_DIR / name),
-        instance_prompt=f"a {subject_phrase(name)}",
+        instance_prompt=f"a {TOKEN} {word}",
         class_prompt=f"a {word}",
         output_dir=str(output_dir),
         num_class_images=24,

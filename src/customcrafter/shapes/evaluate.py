@@ -7,7 +7,6 @@ the report gives the share read as the caption says.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
@@ -16,8 +15,8 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..io.video import to_uint8_frames
 from ..sampling import CustomCrafterPipeline
-from .detect import read_clip
-from .world import MOTIONS, held_out_specs, random_spec
+from .score import score_clip, summarise
+from .world import held_out_specs, random_spec
 
 ATTRIBUTES = ("color", "background", "motion")
 
@@ -45,7 +44,7 @@ def evaluate_base(
     elif split != "held-out":
         raise ValueError(f"split must be 'held-out' or 'train', got {split!r}")
     jobs = [(spec, seed) for seed in seeds for spec in specs]
-    rows = []
+    rows, scores = [], []
     bar = tqdm(total=len(jobs), desc="held-out captions", disable=not progress)
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start : start + batch_size]
@@ -57,55 +56,43 @@ def evaluate_base(
             progress=False,
         )
         for (spec, seed), clip in zip(batch, map(to_uint8_frames, out.videos), strict=True):
-            reading = read_clip(clip)
-            rows.append(
-                {
-                    "caption": spec.caption,
-                    "seed": seed,
-                    "read": {a: getattr(reading, a) for a in ATTRIBUTES},
-                    "displacement": float(reading.displacement),
-                    **{f"{a}_ok": getattr(reading, a) == getattr(spec, a) for a in ATTRIBUTES},
-                    "motion_wanted": spec.motion,
-                }
-            )
+            score = score_clip(clip, spec.caption)
+            scores.append(score)
+            rows.append({"caption": spec.caption, "seed": seed, **score.as_row()})
         bar.update(len(batch))
     bar.close()
-    per_motion = defaultdict(list)
-    for row in rows:
-        per_motion[row["motion_wanted"]].append(row["motion_ok"])
+    summary = summarise(scores)
     return {
         "clips": len(rows),
         "captions": len(specs),
         "split": split,
-        "accuracy": {a: float(np.mean([r[f"{a}_ok"] for r in rows])) for a in ATTRIBUTES},
-        "motion_accuracy_by_direction": {m: float(np.mean(per_motion[m])) for m in MOTIONS},
+        "accuracy": {a: summary[f"{a}_accuracy"] for a in ATTRIBUTES},
+        "motion_accuracy_by_direction": summary["motion_accuracy_by_direction"],
         "mean_displacement": {
-            "moving": _mean(
-                r["displacement"] for r in rows if r["motion_wanted"] != "standing still"
-            ),
-            "standing still": _mean(
-                r["displacement"] for r in rows if r["motion_wanted"] == "standing still"
-            ),
+            "moving": summary["displacement_moving"],
+            "standing still": summary["displacement_still"],
         },
         "rows": rows,
     }
 
 
-def _mean(values) -> float:
-    values = [v for v in values if np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
-
-
 def format_report(report: dict) -> str:
     acc = report["accuracy"]
+
+    def share(value) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    def pixels(value) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
     lines = [
         f"{report['clips']} clips of {report['captions']} {report['split']} captions",
         "| color | background | motion |",
         "| --- | --- | --- |",
-        f"| {acc['color']:.0%} | {acc['background']:.0%} | {acc['motion']:.0%} |",
+        f"| {share(acc['color'])} | {share(acc['background'])} | {share(acc['motion'])} |",
         "motion by direction: "
-        + ", ".join(f"{m} {v:.0%}" for m, v in report["motion_accuracy_by_direction"].items()),
+        + ", ".join(f"{m} {share(v)}" for m, v in report["motion_accuracy_by_direction"].items()),
         "mean centroid displacement (px/frame): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in report["mean_displacement"].items()),
+        + ", ".join(f"{k} {pixels(v)}" for k, v in report["mean_displacement"].items()),
     ]
     return "\n".join(lines)

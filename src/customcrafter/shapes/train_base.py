@@ -1,29 +1,22 @@
 """Train the shapes model from scratch on the shapes world, reproducibly from a seed.
 
-Two stages, both on fresh clips drawn from ``(seed, step)`` so that a resumed run sees the
-same data as an uninterrupted one:
+Two stages, each drawing its data from ``(seed, step)``, so that a resumed run sees the same
+data as an uninterrupted one:
 
 1. the VAE (32x32 frames to 8x8x4 latents): reconstruction loss with a light KL term, on
    world frames and on generic two-tone textured shapes, so that it can also reproduce
-   patterns the world never shows (an image autoencoder knows no words; the subjects'
-   exact shape-and-pattern combinations are not singled out). Its latent scale factor is
-   set from the data afterwards, as Stable Diffusion's 0.18215 was.
-2. the UNet, with the text tower frozen at its seeded initialization as VideoCrafter2
-   keeps OpenCLIP frozen (or trained with it: ``train_text_encoder=True``), the
-   VideoCrafter2 noise schedule (signal scaling included), captions with parts left out
-   (the color among them, so "a star" means something on its own), 10% empty captions
-   for classifier-free guidance, and half of the timesteps drawn from the noisiest third
-   of the schedule, where the direction of motion is decided. The clips of this stage
-   come from a pool of ``pool_size`` clips drawn from the seed and encoded once by the
-   frozen VAE (encoding every step's clips afresh took a quarter of each step); every
-   step draws its clips, captions, noise and timesteps from ``(seed, step)``. The
-   learning rate warms up, then follows a cosine down to ``final_lr_fraction`` of its
-   peak. An exponential moving average of the weights is what gets exported, with the
-   recipe in the model's index.
+   patterns the world never shows; its latent scale factor is then set from the data, as
+   Stable Diffusion's 0.18215 was.
+2. the UNet (the text tower frozen at its seeded initialization unless the recipe trains
+   it), with VideoCrafter2's noise schedule, captions with parts left out, empty captions
+   for classifier-free guidance, and a share of the timesteps from the noisiest third of
+   the schedule. Its clips come from a pool encoded once by the frozen VAE. The learning
+   rate warms up, then follows a cosine; the exponential moving average of the weights is
+   what gets exported, with the recipe in the model's index.
 
-Output folder: ``model/`` (a converted model folder: ``--base DIR/model``),
-``train-state.pt`` (resumable, written atomically every ``checkpoint_every`` steps) and
-``train-log.jsonl``.
+The settings are ``recipe.BaseRecipe``. Output folder: ``model/`` (a converted model
+folder: ``--base DIR/model``), ``train-state.pt`` (resumable, written atomically every
+``checkpoint_every`` steps) and ``train-log.jsonl``.
 """
 
 from __future__ import annotations
@@ -40,10 +33,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import UserError
 from ..io.files import atomic_path
-from ..models.shapes import UNET_CONFIG, VAE_CONFIG, build_shapes_model
-from ..models.vc2_convert import VC2Components, write_converted
-from ..models.vc2_unet import VC2UNetConfig
+from ..models.videocrafter2 import VC2Components, write_converted
+from ..models.videocrafter2.unet import VC2UNetConfig
+from .model import UNET_CONFIG, VAE_CHUNK_SIZE, VAE_CONFIG, build_shapes_model
+from .recipe import BaseRecipe
 from .world import (
     BACKGROUNDS,
     OBJECT_COLORS,
@@ -54,53 +49,6 @@ from .world import (
     random_spec,
     render_clip,
 )
-
-
-@dataclass
-class BaseRecipe:
-    """Everything that defines a shapes-model training run."""
-
-    seed: int = 0
-    vae_steps: int = 800
-    vae_batch_size: int = 64
-    vae_learning_rate: float = 1e-3
-    vae_kl_weight: float = 1e-5
-    pool_size: int = 16384
-    steps: int = 2000
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    warmup_steps: int = 200
-    final_lr_fraction: float = 0.1
-    ema_decay: float = 0.999
-    caption_dropout: float = 0.1
-    #: train the text tower with the UNet; False keeps it at its seeded initialization
-    #: (frozen, as VideoCrafter2 keeps OpenCLIP), so that no two words can merge (trained,
-    #: it merged the motion words)
-    train_text_encoder: bool = False
-    #: let the temporal transformers also cross-attend to the prompt (VideoCrafter's
-    #: ``temporal_selfatt_only: false``), putting the frame index and the motion word in
-    #: one layer
-    temporal_cross_attention: bool = True
-    #: share of training captions that leave out the object's color ("a star moving left
-    #: on a gray background"): the class-word prompts of customization have no color, and
-    #: a frozen text tower does not carry the captions it was trained on over to them
-    color_dropout: float = 0.2
-    #: share of the timesteps drawn from the noisiest third of the schedule rather than
-    #: from all of it: a clip's layout, and so its direction of motion, is decided there,
-    #: where the prompt is nearly all the denoiser has to go on (with none, the model's
-    #: guess from pure noise hardly depends on the motion word, and clips move the
-    #: prompt's way about half of the time; with 0.5, nine times in ten)
-    high_noise_share: float = 0.5
-    checkpoint_every: int = 250
-
-    def __post_init__(self) -> None:
-        from ..errors import UserError
-
-        for name in ("caption_dropout", "color_dropout", "high_noise_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UserError(
-                    f"{name} is a probability, between 0 and 1 (got {getattr(self, name)})"
-                )
 
 
 def _rng(seed: int, stage: int, step: int) -> np.random.Generator:
@@ -144,8 +92,7 @@ def vae_batch(seed: int, step: int, count: int) -> torch.Tensor:
 def training_caption(spec: ClipSpec, rng: np.random.Generator, color_dropout: float = 0.0) -> str:
     """The clip's caption, sometimes with its motion or background (or both) left out, or
     with a "video of" prefix; with probability ``color_dropout`` without the object's
-    color. (With no color dropout, no random number is drawn for it: recipes from before
-    the setting draw the same captions.)"""
+    color (at 0 nothing is drawn for it, so the other captions stay the same)."""
     draw = rng.random()
     if draw < 0.15:
         text = f"a {spec.color} {spec.shape} {spec.motion}"
@@ -208,8 +155,7 @@ def training_timesteps(
     recipe: BaseRecipe, count: int, num_train_timesteps: int, generator: torch.Generator
 ) -> torch.Tensor:
     """``count`` timesteps, uniform over the schedule; a share ``high_noise_share`` of them
-    from its noisiest third. (With no share, nothing more is drawn from ``generator``:
-    recipes from before the setting draw the same timesteps.)"""
+    from its noisiest third (at 0 nothing more is drawn from ``generator``)."""
     t = torch.randint(0, num_train_timesteps, (count,), generator=generator)
     if recipe.high_noise_share > 0:
         top = num_train_timesteps - num_train_timesteps // 3
@@ -254,22 +200,30 @@ def train_base(
     out.mkdir(parents=True, exist_ok=True)
     store = _State(out / "train-state.pt")
     saved = store.load()
-    if saved is not None and _settings(saved["recipe"]) != dataclasses.asdict(recipe):
-        from ..errors import UserError
-
-        theirs, ours = _settings(saved["recipe"]), dataclasses.asdict(recipe)
-        differ = ", ".join(
-            f"{k}={theirs.get(k)!r} (asked: {ours.get(k)!r})"
-            for k in sorted(theirs.keys() | ours.keys())
-            if theirs.get(k) != ours.get(k)
-        )
-        raise UserError(
-            f"{out} holds a run with other settings: {differ}; "
-            "use another --out or the same settings"
-        )
+    if saved is not None:
+        _check_same_recipe(out, saved["recipe"], recipe)
     model = build_shapes_model(recipe.seed, unet_config(recipe))
+    train_vae(model, recipe, store, saved, progress)
+    train_denoiser(model, recipe, store, saved, progress)
+    return export(model, out / "model", recipe)
 
-    # --- stage 1: the VAE ------------------------------------------------------------------
+
+def _check_same_recipe(out: Path, saved: dict, recipe: BaseRecipe) -> None:
+    ours = dataclasses.asdict(recipe)
+    if saved == ours:
+        return
+    differ = ", ".join(
+        f"{k}={saved.get(k)!r} (asked: {ours.get(k)!r})"
+        for k in sorted(saved.keys() | ours.keys())
+        if saved.get(k) != ours.get(k)
+    )
+    raise UserError(
+        f"{out} holds a run with other settings: {differ}; use another --out or the same settings"
+    )
+
+
+def train_vae(model, recipe: BaseRecipe, store: _State, saved: dict | None, progress: bool):
+    """Stage 1: the VAE, then its latent scale factor from the data."""
     vae = model.vae
     vae.requires_grad_(True).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_learning_rate, weight_decay=0.0)
@@ -305,16 +259,18 @@ def train_base(
                     "opt": opt.state_dict(),
                 }
             )
-            _log(out, {"stage": "vae", "step": step + 1, "rec": rec.item()})
+            _log(store.path.parent, {"stage": "vae", "step": step + 1, "rec": rec.item()})
     vae.requires_grad_(False).eval()
     with torch.no_grad():
         latents = torch.cat(
             [vae.encode(vae_batch(recipe.seed, 10**6 + i, 64)).latent_dist.mean for i in range(4)]
         )
-    scale = float(1.0 / latents.std())
-    vae.register_to_config(scaling_factor=scale)
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
 
-    # --- stage 2: text tower and UNet --------------------------------------------------------
+
+def train_denoiser(model, recipe: BaseRecipe, store: _State, saved: dict | None, progress: bool):
+    """Stage 2: the UNet (and the text tower, if the recipe trains it) on the latent pool;
+    the weights end as their exponential moving average."""
     unet, text = model.unet, model.text_encoder
     trained = (unet, text) if recipe.train_text_encoder else (unet,)
     params = [p for module in trained for p in module.parameters()]
@@ -359,7 +315,7 @@ def train_base(
                     "recipe": dataclasses.asdict(recipe),
                     "stage": "diffusion",
                     "step": step + 1,
-                    "vae": vae.state_dict(),
+                    "vae": model.vae.state_dict(),
                     "unet": unet.state_dict(),
                     "text": text.state_dict(),
                     "opt": opt.state_dict(),
@@ -368,13 +324,10 @@ def train_base(
             )
             entry = {"stage": "unet", "step": step + 1, "loss": loss.item()}
             entry["seconds"] = round(time.perf_counter() - began, 1)
-            _log(out, entry)
-
-    # --- export the averaged weights -----------------------------------------------------------
+            _log(store.path.parent, entry)
     with torch.no_grad():
         for p, e in zip(params, ema, strict=True):
             p.copy_(e)
-    return export(model, out / "model", recipe)
 
 
 def _steps(desc: str, start: int, stop: int, progress: bool) -> tqdm:
@@ -388,21 +341,6 @@ def unet_config(recipe: BaseRecipe) -> VC2UNetConfig:
     return dataclasses.replace(
         UNET_CONFIG, temporal_selfatt_only=not recipe.temporal_cross_attention
     )
-
-
-#: what runs did before each of these settings existed (a train-state saved then has no
-#: entry for it)
-_BEFORE_SETTING = {
-    "temporal_cross_attention": False,
-    "color_dropout": 0.0,
-    "high_noise_share": 0.0,
-}
-
-
-def _settings(saved: dict) -> dict:
-    """A saved recipe with the settings added since it was saved at the values that
-    reproduce what the run did before they existed."""
-    return {**_BEFORE_SETTING, **saved}
 
 
 def _log(out: Path, entry: dict) -> None:
@@ -423,7 +361,7 @@ def export(model, folder: Path, recipe: BaseRecipe | None = None) -> Path:
         vae=dict(model.vae.state_dict()),
         text_config=model.text_encoder.config,
         text=dict(model.text_encoder.state_dict()),
-        schedule=model.schedule.config,
+        noise_schedule=model.noise_schedule.config,
     )
     return write_converted(
         components,
@@ -433,4 +371,5 @@ def export(model, folder: Path, recipe: BaseRecipe | None = None) -> Path:
         source="customcrafter shapes train-base",
         overwrite=True,
         training=None if recipe is None else {"recipe": dataclasses.asdict(recipe)},
+        vae_chunk_size=VAE_CHUNK_SIZE,
     )

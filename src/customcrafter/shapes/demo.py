@@ -7,7 +7,8 @@ prompts three ways, as the paper compares them:
 
 - ``base``: the base model with the class word ("a star ..."): a plain star, not the subject;
 - ``constant``: the subject module at weight 1.0 throughout;
-- ``dwvs``: Dynamic Weighted Video Sampling (weight 0.4 for the first 5 steps, then 0.8).
+- ``dwvs``: Dynamic Weighted Video Sampling at the paper's settings (weight 0.4 for the
+  first 5 steps, then 0.8).
 
 It writes every video as mp4 and gif, ``contact-sheet.png`` with all of them side by side
 frame by frame, and ``metrics.json`` with what the shapes-world detectors read in each video
@@ -17,16 +18,22 @@ frame by frame, and ``metrics.json`` with what the shapes-world detectors read i
 from __future__ import annotations
 
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
-
-from .errors import UserError
-from .io.contact_sheet import write_contact_sheet
-from .io.files import write_json
-from .io.video import to_uint8_frames, write_video
-from .subject.tokens import strip_tokens
+from ..errors import UserError
+from ..io.contact_sheet import write_contact_sheet
+from ..io.files import write_json
+from ..io.video import to_uint8_frames, write_video
+from ..models import load_base_model
+from ..prompts import strip_tokens
+from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
+from ..subject import SpatialSubjectModule
+from ..training import train
+from .customize import subject_prompt, subject_train_config
+from .score import score_clip, summarise
+from .world import SUBJECTS, reference_images
 
 DEMO_MARKER = ".customcrafter-demo"
 DEMO_SUBJECT = "striped-star"
@@ -51,14 +58,6 @@ def _prepare(output_dir: Path, overwrite: bool) -> None:
 def run_demo(
     output_dir: Path, steps: int = 300, overwrite: bool = False, progress: bool = True
 ) -> dict:
-    from .models import load_base_model
-    from .sampling import CustomCrafterPipeline, DynamicWeightSchedule
-    from .shapes.customize import subject_prompt, subject_train_config
-    from .shapes.detect import read_clip, subject_similarity
-    from .shapes.world import SUBJECTS, reference_images
-    from .subject import SpatialSubjectModule
-    from .training import train
-
     began = time.perf_counter()
     _prepare(output_dir, overwrite)
     subject = SUBJECTS[DEMO_SUBJECT]
@@ -73,13 +72,12 @@ def run_demo(
     schedules = {
         "base": DynamicWeightSchedule.off(),
         "constant": DynamicWeightSchedule.constant(1.0),
-        "dwvs": DynamicWeightSchedule(0.4, 0.8, 5),
+        "dwvs": DynamicWeightSchedule(),
     }
     references = reference_images(subject)
-    rows, sheet = [], []
-    fps = model.defaults.fps
-    for p, (wanted_motion, wanted_background) in enumerate(DEMO_PROMPTS):
-        prompt = subject_prompt(DEMO_SUBJECT, wanted_motion, wanted_background)
+    rows, sheet, scores = [], [], {name: [] for name in DEMO_METHODS}
+    for p, (motion, background) in enumerate(DEMO_PROMPTS):
+        prompt = subject_prompt(DEMO_SUBJECT, motion, background)
         for name in DEMO_METHODS:
             schedule = schedules[name]
             text = strip_tokens(prompt) if schedule.is_off else prompt
@@ -87,10 +85,11 @@ def run_demo(
             out = pipe([text] * len(SEEDS), schedule=schedule, seed=p, progress=progress)
             for s, video in zip(SEEDS, out.videos, strict=True):
                 clip = to_uint8_frames(video)
-                reading = read_clip(clip)
+                score = score_clip(clip, text, references)
+                scores[name].append(score)
                 stem = output_dir / "videos" / f"prompt{p}-seed{s}-{name}"
-                write_video(stem.with_suffix(".mp4"), clip, fps)
-                write_video(stem.with_suffix(".gif"), clip, fps)
+                write_video(stem.with_suffix(".mp4"), clip, out.fps)
+                write_video(stem.with_suffix(".gif"), clip, out.fps)
                 rows.append(
                     {
                         "prompt": text,
@@ -98,17 +97,12 @@ def run_demo(
                         "schedule": schedule.describe(),
                         "seed": s,
                         "video": str(stem.with_suffix(".mp4")),
-                        "motion": reading.motion,
-                        "motion_ok": reading.motion == wanted_motion,
-                        "displacement": round(float(reading.displacement), 3),
-                        "background": reading.background,
-                        "background_ok": reading.background == wanted_background,
-                        "subject_similarity": round(subject_similarity(clip, references), 3),
+                        **score.as_row(),
                     }
                 )
-                sheet.append((f"{name} (seed {s})\n{_wrap(text)}", clip))
+                sheet.append((f"{name} (seed {s})\n{textwrap.fill(text, 34)}", clip))
     write_contact_sheet(output_dir / "contact-sheet.png", sheet)
-    summary = _summary(rows)
+    summary = {name: summarise(scores[name]) for name in DEMO_METHODS}
     write_json(
         output_dir / "metrics.json",
         {"subject": DEMO_SUBJECT, "summary": summary, "videos": rows},
@@ -118,31 +112,6 @@ def run_demo(
     print(f"videos: {output_dir / 'videos'}   side by side: {output_dir / 'contact-sheet.png'}")
     print(f"metrics: {output_dir / 'metrics.json'}   ({time.perf_counter() - began:.0f} s)")
     return {"subject": str(subject_path), "summary": summary, "videos": rows}
-
-
-def _wrap(text: str, width: int = 34) -> str:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line])
-
-
-def _summary(rows: list[dict]) -> dict:
-    out = {}
-    for name in DEMO_METHODS:
-        mine = [r for r in rows if r["method"] == name]
-        out[name] = {
-            "videos": len(mine),
-            "motion_accuracy": float(np.mean([r["motion_ok"] for r in mine])),
-            "background_accuracy": float(np.mean([r["background_ok"] for r in mine])),
-            "displacement": float(np.nanmean([r["displacement"] for r in mine])),
-            "subject_similarity": float(np.mean([r["subject_similarity"] for r in mine])),
-        }
-    return out
 
 
 def _table(summary: dict) -> str:
