@@ -16,16 +16,14 @@ from PIL import Image
 from tiny_scorers import tiny_clip, tiny_vit
 
 import customcrafter.training
+from customcrafter.benchmark import load_spec, run_benchmark, write_reports
+from customcrafter.benchmark.report import t_interval
+from customcrafter.benchmark.scoring import METRIC_KEYS
+from customcrafter.benchmark.training import train_config
+from customcrafter.cli import benchmark as benchmark_command
+from customcrafter.cli import eval as eval_command
 from customcrafter.errors import UserError
-from customcrafter.evaluation import load_spec, motion_metrics, run_benchmark, write_reports
-from customcrafter.evaluation.benchmark import train_config
-from customcrafter.evaluation.commands import (
-    add_benchmark_parser,
-    add_eval_parser,
-    run_benchmark_command,
-    run_eval,
-)
-from customcrafter.evaluation.report import METRIC_KEYS, student_t_quantile, t_interval
+from customcrafter.evaluation import motion_metrics
 from customcrafter.io import read_video, write_video
 from customcrafter.sampling import CustomCrafterPipeline
 
@@ -345,10 +343,10 @@ def test_reports_only_rewrites_the_reports_from_the_cache(finished, copy_of_run,
     shutil.rmtree(out / "charts")
     forbid_work(monkeypatch)
     args = parse(
-        add_benchmark_parser,
+        benchmark_command.add_parser,
         ["benchmark", str(spec_path), "--output-dir", str(out), "--reports-only"],
     )
-    assert run_benchmark_command(args) == out
+    assert benchmark_command.run(args) == out
     for name in ("per_video.csv", "summary.csv", "summary.md", "index.html"):
         assert (out / name).read_text() == (original / name).read_text(), name
     assert len(list((out / "charts").glob("*.png"))) == len(MEASURED) + len(SHAPES)
@@ -397,7 +395,7 @@ def test_eval_command_scores_videos_like_the_benchmark(finished, workspace, tmp_
     argv += ["--json", str(report), "--device", "cpu"]
     for row in rows:
         argv += ["--video", str(out / row["path"])]
-    result = run_eval(parse(add_eval_parser, argv))
+    result = eval_command.run(parse(eval_command.add_parser, argv))
     printed = capsys.readouterr().out
     assert "CLIP-T" in printed and "DINO-I" in printed and "mean" in printed
     assert json.loads(report.read_text())["videos"] == result["videos"]
@@ -431,7 +429,7 @@ BAD_SPECS = [
     (lambda s: s["methods"][2].update(schedule={"constant": 1.0}), "needs schedule: off"),
     (lambda s: s["methods"][0]["train"].update(max_steps=3), "unknown setting 'max_steps'"),
     (lambda s: s["methods"][0]["train"].update(output_dir="x"), "set by the benchmark runner"),
-    (lambda s: s["methods"][0]["train"].update(recipe="cooking"), "unknown recipe 'cooking'"),
+    (lambda s: s["methods"][0]["train"].update(preset="cooking"), "unknown preset 'cooking'"),
     (lambda s: s["methods"][0].update(subject="none"), "exactly one of 'train'"),
     (lambda s: s["methods"][2].pop("subject"), "exactly one of 'train'"),
     (lambda s: s.update(base="${nope}"), r"\$\{nope\} is not a declared variable"),
@@ -593,9 +591,13 @@ def test_the_shapes_spec_uses_the_bundled_subjects_and_recipe(tmp_path):
 
 # --- statistics --------------------------------------------------------------------------------
 def test_t_quantiles_and_intervals():
+    # Student-t 97.5% quantiles from the tables, for 1, 2, 4, 10 and 30 degrees of freedom
     for df, value in [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)]:
-        assert student_t_quantile(0.975, df) == pytest.approx(value, abs=1e-4)
-    assert student_t_quantile(0.025, 5) == pytest.approx(-2.5706, abs=1e-4)
+        values = np.arange(df + 1, dtype=float)
+        scale = np.std(values, ddof=1) / np.sqrt(df + 1)
+        estimate = t_interval(list(values))
+        assert estimate.half_width == pytest.approx(value * scale, abs=1e-4 * scale)
+        assert estimate.low == pytest.approx(estimate.mean - value * scale, abs=1e-4 * scale)
     estimate = t_interval([1.0, 2.0, 3.0, 4.0])
     half = 3.1824 * np.std([1, 2, 3, 4], ddof=1) / 2
     assert estimate.mean == 2.5 and estimate.half_width == pytest.approx(half, abs=1e-3)
