@@ -1,5 +1,8 @@
 """Videos are real files: mp4 through PyAV, gif through Pillow, written atomically."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -44,3 +47,28 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path):
     with pytest.raises(ValueError):
         write_video(path, torch.rand(2, 16, 16), fps=4)
     assert path.read_bytes() == before
+
+
+ENCODE = """
+import sys
+import numpy as np
+import torch
+from customcrafter.io import write_video
+from customcrafter.shapes.world import ClipSpec, render_clip
+
+x = torch.randn(256, 256)  # what sampling leaves behind in a process, before it writes
+for _ in range(20):
+    x = torch.nn.functional.scaled_dot_product_attention(x[None, None], x[None, None], x[None, None])[0, 0]
+clip = render_clip(ClipSpec("star", "red", "moving right", "gray"), 0).astype(float)
+noisy = np.clip(clip + np.random.default_rng(0).normal(0, 12, clip.shape), 0, 255)
+write_video(sys.argv[1], noisy.astype(np.uint8), 8)
+"""
+
+
+def test_the_same_frames_make_the_same_mp4_in_every_process(tmp_path):
+    """Scores are read off the files, so a file must not depend on the process that wrote
+    it (x264's macroblock-tree rate control made it differ from run to run)."""
+    paths = [tmp_path / f"{i}.mp4" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", ENCODE, str(path)], check=True, capture_output=True)
+    assert len({path.read_bytes() for path in paths}) == 1

@@ -13,6 +13,8 @@ from ..errors import UserError
 from .files import atomic_path
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
+#: what read_video takes
+READ_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".mkv", ".avi")
 
 
 def to_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -61,7 +63,9 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "17", "preset": "medium"}
+        # without macroblock-tree rate control: with it, x264 encodes the same frames
+        # differently from one process to the next, and so moves every score read off the file
+        stream.options = {"crf": "17", "preset": "medium", "x264-params": "mbtree=0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -86,8 +90,13 @@ def read_video(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"video {path} does not exist")
-    with av.open(str(path)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    if path.suffix.lower() not in READ_SUFFIXES:
+        raise UserError(f"{path} is not a video; give an {', '.join(READ_SUFFIXES)} file")
+    try:
+        with av.open(str(path)) as container:
+            frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+        raise UserError(f"could not read {path} as a video: {exc}") from None
     if not frames:
         raise UserError(f"{path} holds no video frames")
     return np.stack(frames)
