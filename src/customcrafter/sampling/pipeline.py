@@ -81,7 +81,8 @@ class CustomCrafterPipeline:
             model.enable_cpu_offload(offload, device or "cuda")
         return cls(model, module)
 
-    def _prepare_prompts(self, prompts: list[str]) -> list[str]:
+    def _prepare_prompts(self, prompts: list[str], warn: bool = True) -> list[str]:
+        """Prompts as the model sees them; ``warn`` when one leaves out the subject."""
         known = set(self.subject.metadata.tokens) if self.subject else set()
         prepared = []
         for prompt in prompts:
@@ -95,6 +96,13 @@ class CustomCrafterPipeline:
                     f"prompt uses {', '.join(unknown)} but the subject module knows only "
                     f"{', '.join(sorted(known))}"
                 )
+            elif warn and known and not find_tokens(prompt):
+                logger.warning(
+                    "the prompt %r does not use the subject's token (%s): the video will show "
+                    "its class, not the subject",
+                    prompt,
+                    ", ".join(sorted(known)),
+                )
             prepared.append(prompt)
         return prepared
 
@@ -102,6 +110,12 @@ class CustomCrafterPipeline:
     def _weighting(self, fold: bool):
         """Yields ``apply(weight)``, called before each UNet call."""
         if self.subject is None:
+            if any(hasattr(m, "lora_A") for m in self.model.unet.modules()):
+                raise ValueError(
+                    "the model carries a subject module's LoRA layers, which would run at "
+                    "full weight: keep the module on the pipeline and sample the base model "
+                    "with schedule=DynamicWeightSchedule.off()"
+                )
             yield lambda weight: None
         elif fold:
             with self.subject.folded() as folded:
@@ -137,14 +151,16 @@ class CustomCrafterPipeline:
         """
         model = self.model
         config = dataclasses.replace(config or SampleConfig(), **settings)
+        config.validate()
         s = config.with_defaults(model.defaults)
-        prompts = self._prepare_prompts([prompt] if isinstance(prompt, str) else list(prompt))
         if schedule is None:
             schedule = (
                 DynamicWeightSchedule.from_config(config)
                 if self.subject
                 else DynamicWeightSchedule.off()
             )
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = self._prepare_prompts(prompts, warn=not schedule.is_off)
         factor = model.vae_scale_factor
         if s.height % factor or s.width % factor:
             raise UserError(
@@ -171,6 +187,8 @@ class CustomCrafterPipeline:
 
         # some samplers (VideoCrafter2's DDIM) take one step more than asked for
         steps = len(sampler.timesteps)
+        if self.subject is not None:
+            schedule.check_steps(steps)
         weights = [0.0] * steps if self.subject is None else schedule.weights(steps)
         with self._weighting(fold_lora and not model.offload) as apply_weight:
             for i, t in enumerate(

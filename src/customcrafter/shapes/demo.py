@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io.contact_sheet import write_contact_sheet
-from ..io.files import write_json
+from ..io.files import check_writable, write_json
 from ..io.video import to_uint8_frames, write_video
 from ..models import load_base_model
 from ..prompts import strip_tokens
@@ -44,12 +44,13 @@ SEEDS = (0, 1)
 
 
 def _prepare(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and any(output_dir.iterdir()):
+    check_writable(output_dir)
+    if any(output_dir.iterdir()):
         # a previous demo's output is replaced; anything else is the user's and kept
         if not (overwrite or (output_dir / DEMO_MARKER).is_file()):
             raise UserError(f"{output_dir} is not empty; pass --overwrite or another --output-dir")
         shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / DEMO_MARKER).write_text(
         "written by customcrafter demo; rerunning the demo replaces this folder\n"
     )
@@ -80,8 +81,9 @@ def run_demo(
         prompt = subject_prompt(DEMO_SUBJECT, motion, background)
         for name in DEMO_METHODS:
             schedule = schedules[name]
+            # the base model is the module at weight 0 with the class word: the exact base
+            # weights (the module stays loaded, so its LoRA layers are folded out, not live)
             text = strip_tokens(prompt) if schedule.is_off else prompt
-            pipe.subject = None if schedule.is_off else module
             out = pipe([text] * len(SEEDS), schedule=schedule, seed=p, progress=progress)
             for s, video in zip(SEEDS, out.videos, strict=True):
                 clip = to_uint8_frames(video)
