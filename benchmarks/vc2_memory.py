@@ -119,7 +119,7 @@ def bench_generate(args, offload: str | None) -> Meter:
     with Meter(args.device) as meter:
         pipe(
             "a <new1> dog running on the beach",
-            schedule=DynamicWeightSchedule(0.4, 0.8, 5),
+            schedule=DynamicWeightSchedule(0.4, 0.8, min(5, args.steps)),
             num_inference_steps=args.steps,
             progress=False,
         )

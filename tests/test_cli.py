@@ -55,7 +55,7 @@ def test_train_then_generate_writes_videos_that_decode(tmp_path, trained, capsys
         "--prompt",
         "a <new1> dog surfing a wave",
         "--steps",
-        "3",
+        "6",
         "--seed",
         "0",
         "--out",
@@ -170,7 +170,7 @@ def test_an_existing_output_is_kept_unless_overwrite(tmp_path, trained, capsys):
         "--prompt",
         "a <new1> dog",
         "--steps",
-        "1",
+        "6",
         "--out",
         str(video),
     ]
@@ -210,7 +210,7 @@ def test_the_console_script_runs():
 
 
 def test_memory_options_do_not_change_the_video(tmp_path, trained, capsys):
-    common = ["--subject", trained, "--prompt", "a <new1> dog", "--steps", "2", "--device", "cpu"]
+    common = ["--subject", trained, "--prompt", "a <new1> dog", "--steps", "6", "--device", "cpu"]
     assert generate(*common, "--out", tmp_path / "plain.gif") == 0
     saving = ["--offload", "sequential", "--vae-chunk-size", "1"]
     assert generate(*common, *saving, "--out", tmp_path / "saving.gif") == 0

@@ -8,13 +8,16 @@ the Python API takes them as they are. Importing this module does not import tor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import UserError
 
@@ -27,6 +30,28 @@ K = 5
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_DINO = "facebook/dino-vits16"
 DTYPES = ("float32", "float16", "bfloat16")
+#: what the subject module's LoRA adapts, relative to each spatial transformer block
+_QKV = ("to_q", "to_k", "to_v")
+TARGET_PRESETS: dict[str, tuple[str, ...]] = {
+    # the paper: Q, K, V of self- (attn1) and cross-attention (attn2)
+    "spatial-qkv": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in _QKV),
+    # the paper's ablation without the self-attention LoRA: Q, K, V of cross-attention only
+    "spatial-cross-qkv": tuple(f"attn2.{p}" for p in _QKV),
+    # Custom Diffusion: K and V of cross-attention only
+    "spatial-cross-kv": ("attn2.to_k", "attn2.to_v"),
+    # the paper's selection plus the output projections
+    "spatial-qkvo": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in (*_QKV, "to_out.0")),
+}
+#: the learning-rate schedules diffusers' get_scheduler knows
+LR_SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "piecewise_constant",
+)
 
 
 def setting(
@@ -135,23 +160,42 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        if self.loss not in ("mse", "l1"):
-            raise UserError(f"--loss must be 'mse' or 'l1', got {self.loss!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise UserError(
-                f"--mixed-precision must be no, fp16 or bf16, got {self.mixed_precision!r}"
-            )
+        """Check every value, before anything is loaded or written; values a config file
+        wrote as text (``learning_rate: 1e-4`` is a string to YAML) become their type."""
+        normalize(self)
+        _one_of(self.loss, ("mse", "l1"), "--loss", "mse (the paper) or l1")
+        _one_of(self.mixed_precision, ("no", "fp16", "bf16"), "--mixed-precision")
+        _one_of(self.lr_scheduler, LR_SCHEDULERS, "--lr-scheduler")
+        if self.lora_target_override is None:
+            _one_of(self.lora_targets, tuple(TARGET_PRESETS), "--lora-targets")
+        elif not self.lora_target_override:
+            raise UserError("--lora-target-override names no layer; give e.g. attn1.to_q")
         for name in ("rank", "train_frames", "max_train_steps", "train_batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.gradient_accumulation_steps < 1 or self.checkpointing_steps < 1:
-            raise UserError("--gradient-accumulation-steps and --checkpointing-steps must be >= 1")
-        if self.prior_loss_weight < 0:
-            raise UserError("--prior-loss-weight must be >= 0 (0 turns prior preservation off)")
+            _at_least(self, name, 1)
+        for name in ("gradient_accumulation_steps", "checkpointing_steps"):
+            _at_least(self, name, 1)
+        for name in ("class_sampling_steps", "height", "width", "checkpoints_total_limit"):
+            _at_least(self, name, 1)
+        _at_least(self, "lr_warmup_steps", 0)
+        _finite(self, "learning_rate", above=0.0)
+        _finite(self, "adam_epsilon", above=0.0)
+        for name in ("weight_decay", "max_grad_norm", "prior_loss_weight"):
+            _finite(self, name, at_least=0.0)
+        for name in ("adam_beta1", "adam_beta2"):
+            _finite(self, name, at_least=0.0)
+            if getattr(self, name) >= 1.0:
+                raise UserError(f"{_flag(self, name)} must be below 1, got {getattr(self, name)}")
+        if self.vae_chunk_size is not None:
+            _at_least(self, "vae_chunk_size", 1)
         if self.prior_loss_weight > 0 and not self.class_prompt:
             raise UserError(
                 "prior preservation needs --class-prompt (e.g. 'video of a dog'); "
                 "pass --prior-loss-weight 0 to train without it"
+            )
+        if self.prior_loss_weight > 0 and not self.class_data_dir and self.num_class_images < 1:
+            raise UserError(
+                "prior preservation needs class images: give --num-class-images 1 or more "
+                "(or --class-data-dir), or pass --prior-loss-weight 0 to train without it"
             )
 
 
@@ -181,6 +225,16 @@ class SampleConfig:
     negative_prompt: str | None = setting(None, help="prompt guidance steers away from")
     seed: int = setting(0, help="seed of the initial noise and of DDIM's noise")
 
+    def validate(self) -> None:
+        """Check every value (``None`` stays the model's default)."""
+        normalize(self)
+        for name in ("lambda_s", "lambda_l", "constant_weight", "guidance_scale"):
+            _finite(self, name)
+        _finite(self, "eta", at_least=0.0)
+        _at_least(self, "k", 0)
+        for name in ("num_inference_steps", "num_frames", "height", "width", "fps"):
+            _at_least(self, name, 1)
+
     def with_defaults(self, defaults: Any) -> SampleConfig:
         """A copy whose ``None`` sampler settings come from ``defaults`` (``ModelDefaults``)."""
         names = [f.name for f in dataclasses.fields(defaults)]
@@ -202,18 +256,74 @@ SAMPLER_FIELDS = (
 )
 
 
+def normalize(config) -> None:
+    """Give every field of the dataclass ``config`` its declared type, converting what a
+    config file or the command line wrote as text (``"1e-4"``), or raise ``UserError``
+    naming the setting."""
+    try:
+        checked = TypeAdapter(type(config)).validate_python(dataclasses.asdict(config))
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        name = ".".join(str(part) for part in problem["loc"])
+        raise UserError(
+            f"setting {name} = {problem['input']!r}: {problem['msg'].lower()}"
+        ) from None
+    for f in fields(config):
+        setattr(config, f.name, getattr(checked, f.name))
+
+
+def _flag(config, name: str) -> str:
+    """The command-line flag of a setting (``--steps`` for ``num_inference_steps``)."""
+    flag = next(f.metadata.get("flag") for f in fields(config) if f.name == name)
+    return flag or "--" + name.replace("_", "-")
+
+
+def _one_of(value: str, choices: tuple[str, ...], flag: str, what: str = "") -> None:
+    if value not in choices:
+        raise UserError(f"{flag} must be {what or ', '.join(choices)}; got {value!r}")
+
+
+def _at_least(config, name: str, low: int) -> None:
+    value = getattr(config, name)
+    if value is not None and value < low:
+        raise UserError(f"{_flag(config, name)} must be at least {low}, got {value}")
+
+
+def _finite(config, name: str, above: float | None = None, at_least: float | None = None):
+    value = getattr(config, name)
+    if value is None:
+        return
+    flag = _flag(config, name)
+    if not math.isfinite(value):
+        raise UserError(f"{flag} must be a number, got {value}")
+    if above is not None and value <= above:
+        raise UserError(f"{flag} must be more than {above:g}, got {value:g}")
+    if at_least is not None and value < at_least:
+        raise UserError(f"{flag} must be at least {at_least:g}, got {value:g}")
+
+
 def help_of(cls: type, name: str) -> str:
     """The help text of field ``name`` of a config dataclass."""
     return next(f.metadata["help"] for f in fields(cls) if f.name == name)
 
 
 def default_device(device: str | None = None) -> str:
-    """``device``, or ``cuda`` when there is one, else ``cpu``."""
-    if device:
-        return str(device)
+    """``device`` checked to exist on this machine, or ``cuda`` when there is one, else
+    ``cpu``."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(str(device)).type
+    except (RuntimeError, ValueError):
+        raise UserError(
+            f"--device {device!r} is not a device; use cpu, cuda, cuda:1 or mps"
+        ) from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if kind in available and not available[kind]():
+        raise UserError(f"--device {device}: this machine has no {kind} device; use --device cpu")
+    return str(device)
 
 
 def default_dtype(name: str | None, device: str):
@@ -228,7 +338,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)
@@ -244,17 +357,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def merge_config(cls: type, *layers: dict[str, Any]):
-    """Build ``cls`` from dicts applied in order (later wins); unknown keys are an error."""
+    """Build ``cls`` from dicts applied in order (later wins), every value converted to its
+    field's type; unknown keys and values of the wrong type are a ``UserError``."""
     names = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
             if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise UserError(
-                    f"unknown setting {key!r}; known settings: {', '.join(sorted(names))}"
+                    f"unknown setting {key!r}{hint}; known settings: {', '.join(sorted(names))}"
                 )
             values[key] = value
-    return cls(**values)
+    config = cls(**values)
+    normalize(config)
+    return config
 
 
 def config_to_dict(cfg) -> dict[str, Any]:

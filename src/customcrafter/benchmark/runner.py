@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .. import training
 from ..config import default_device
 from ..errors import UserError
-from ..io.files import write_json
+from ..io.files import check_writable, write_json
 from ..io.video import read_video, write_video
 from ..sampling import CustomCrafterPipeline
 from ..subject import SUBJECT_FILENAME
@@ -69,11 +69,12 @@ def run_benchmark(
     began = time.perf_counter()
     check_report_libraries()
     device = default_device(device)
-    out = spec.output_dir
+    out = Path(spec.output_dir)
     stats = RunStats()
     jobs = spec.jobs()
     missing = [job for job in jobs if not (out / job.path).is_file()]
     _check_variables(spec, missing)
+    check_writable(out, "benchmark output folder")
     cache = MetricsCache(out / CACHE_FILE)
     _check_stale_prompts(spec, jobs, cache)
     for method in spec.methods:
@@ -166,11 +167,9 @@ def _generate_missing(spec, missing, stats, device, dtype, progress) -> None:
                 base_config=spec.base_config,
                 vae_chunk_size=spec.vae_chunk_size,
             )
-            subject_module = pipe.subject
-            for job in group:
+            for job in group:  # one base model and one subject module (or none) per group
                 method = spec.method(job.method)
                 bar.set_postfix_str(f"{method.slug}/{spec.subject(job.subject).slug}")
-                pipe.subject = subject_module if method.uses_module else None
                 result = pipe(
                     job.sampled_prompt,
                     schedule=method.schedule.build(),
@@ -185,7 +184,7 @@ def _generate_missing(spec, missing, stats, device, dtype, progress) -> None:
                     write_video(path.with_suffix(".gif"), result.videos[0], fps)
                 stats.generated.append(job.path)
                 bar.update(1)
-            del pipe, subject_module
+            del pipe
             _free_memory()
     finally:
         bar.close()

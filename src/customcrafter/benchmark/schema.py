@@ -170,7 +170,10 @@ def read_spec_file(path: Path) -> dict:
     """The raw mapping of a YAML or TOML spec."""
     if not path.is_file():
         raise UserError("the file does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError("it is not UTF-8 text; save it as UTF-8") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file

@@ -52,7 +52,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..config import DEFAULT_CLIP, DEFAULT_DINO
+from ..config import DEFAULT_CLIP, DEFAULT_DINO, SampleConfig
 from ..errors import UserError
 from ..io.images import list_images
 from ..prompts import TOKEN_PATTERN, find_tokens, strip_tokens
@@ -299,6 +299,11 @@ def _build_spec(
             f"the data root {root} does not exist; pass --data-root DIR (the folder that holds "
             "the subjects' image folders)"
         )
+    generation = data.generation.model_dump(exclude_none=True)
+    try:
+        SampleConfig(**{k: v for k, v in generation.items() if k != "save_fps"}).validate()
+    except UserError as exc:
+        raise UserError(f"generation: {exc}") from None
     subjects = [_build_subject(s, root, check_images) for s in data.subjects]
     _check_distinct("subjects", [s.name for s in subjects])
     spec = BenchmarkSpec(
@@ -307,7 +312,7 @@ def _build_spec(
         output_dir=out,
         data_root=root,
         seeds=data.seeds,
-        generation=data.generation.model_dump(exclude_none=True),
+        generation=generation,
         gif=data.gif,
         metrics=_build_metrics(data.metrics, here),
         subjects=subjects,

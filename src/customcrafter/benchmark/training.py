@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from ..config import TrainConfig, config_to_dict, merge_config
 from ..errors import UserError
 from ..prompts import find_tokens
@@ -29,18 +31,6 @@ PLACE_TRAIN_FIELDS = (*RUNNER_TRAIN_FIELDS, "base_config", "class_data_dir", "va
 PRESETS = ("shapes",)
 
 
-def _coerce_train_value(name: str, value):
-    kinds = {f.name: str(f.type) for f in TrainConfig.__dataclass_fields__.values()}
-    kind = kinds.get(name, "")
-    if isinstance(value, str) and kind.startswith(("float", "int")):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return int(number) if kind.startswith("int") else number
-    return value
-
-
 def train_config(spec: BenchmarkSpec, method: MethodSpec, subject: SubjectSpec) -> TrainConfig:
     """The TrainConfig that trains ``method``'s module for ``subject``."""
     where = f"method {method.name!r}: train"
@@ -61,7 +51,6 @@ def train_config(spec: BenchmarkSpec, method: MethodSpec, subject: SubjectSpec) 
                 raise UserError(
                     f"{where}.{key}: only {{token}} and {{class_word}} may appear in braces"
                 ) from exc
-    overrides = {k: _coerce_train_value(k, v) for k, v in overrides.items()}
     out = spec.module_dir(method, subject)
     if preset is None:
         values: dict[str, Any] = {
@@ -70,6 +59,10 @@ def train_config(spec: BenchmarkSpec, method: MethodSpec, subject: SubjectSpec) 
         }
     elif preset == "shapes":
         steps = overrides.get("max_train_steps", 300)
+        try:
+            steps = TypeAdapter(int).validate_python(steps)
+        except ValidationError:
+            pass
         if not isinstance(steps, int) or steps < 1:
             raise UserError(f"{where}.max_train_steps must be a positive integer, got {steps!r}")
         bundled = subject.name if subject.name in SHAPES_SUBJECTS else next(iter(SHAPES_SUBJECTS))

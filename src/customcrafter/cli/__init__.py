@@ -10,18 +10,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from ..errors import UserError
 from . import benchmark, convert, demo, generate, shapes, train
 from . import eval as eval_command
 
 COMMANDS = (train, generate, convert, shapes, eval_command, benchmark, demo)
+EXIT_CODES = """exit codes:
+  0    done
+  2    bad input: the one-line error says what to change; nothing of yours was touched
+  130  interrupted (Ctrl-C); what was written is intact and resumes
+  1    a bug in CustomCrafter: please report it with the traceback it prints"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="customcrafter",
         description="Subject-customized text-to-video generation (CustomCrafter).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,4 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - anything else is ours to fix
+        traceback.print_exc()
+        print(
+            f"error: {type(exc).__name__}: {exc}\nThis is a bug in CustomCrafter, not in your "
+            "input: please report it with the traceback above and the command you ran.",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -78,14 +78,19 @@ def run(args: argparse.Namespace) -> dict:
     dino = DinoScorer.from_pretrained(args.dino, device=device) if args.dino else None
 
     results = []
-    for video in args.video:
-        frames = read_video(video)
+    videos = [read_video(video) for video in args.video]  # every file checked before scoring
+    for video, frames in zip(args.video, videos, strict=True):
         scores = evaluate_video(
             frames, args.prompt, references, clip=clip, dino=dino, motion=not args.no_motion
         )
         values = {key: getattr(scores, key) for key, _ in EVAL_COLUMNS}
         results.append({"video": str(video), "frames": len(frames), **values})
     keys = [k for k, _ in EVAL_COLUMNS if any(r[k] is not None for r in results)]
+    if not keys:
+        raise UserError(
+            "no metric applies to these videos: motion needs two frames or more, "
+            "CLIP-T / CLIP-I / T.Cons need --clip, DINO-I needs --dino"
+        )
     mean = {}
     for key in keys:
         numbers = [float(r[key]) for r in results if r[key] is not None]

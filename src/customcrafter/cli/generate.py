@@ -51,6 +51,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..io.files import check_writable
     from ..io.video import check_output_path, write_video
     from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> None:
     gif = out.with_suffix(".gif") if args.gif and out.suffix == ".mp4" else None
     if gif is not None:
         check_output_path(gif, args.overwrite)
+    check_writable(out.parent)  # before sampling, not after
     if args.no_subject and args.subject:
         raise UserError("--no-subject and --subject exclude each other")
     if not args.no_subject and not args.subject:
@@ -67,6 +69,14 @@ def run(args: argparse.Namespace) -> None:
     if args.no_subject and not args.base:
         raise UserError("--no-subject needs --base")
     sample = SampleConfig(**config_values(args, SampleConfig))
+    sample.validate()
+    schedule = (
+        DynamicWeightSchedule.off()
+        if args.no_subject
+        else DynamicWeightSchedule.from_config(sample)
+    )
+    if sample.num_inference_steps is not None:
+        schedule.check_steps(sample.num_inference_steps)
     device = default_device(args.device)
     pipe = CustomCrafterPipeline.from_pretrained(
         args.base,
@@ -77,11 +87,6 @@ def run(args: argparse.Namespace) -> None:
         base_config=args.base_config,
         vae_chunk_size=args.vae_chunk_size,
         offload=args.offload,
-    )
-    schedule = (
-        DynamicWeightSchedule.off()
-        if args.no_subject
-        else DynamicWeightSchedule.from_config(sample)
     )
     result = pipe(
         args.prompt,

@@ -175,7 +175,8 @@ class BaseVideoModel(ABC):
             raise RuntimeError("the model is CPU-offloaded; choose the device before offloading")
         if kwargs:
             for module in (self.unet, self.vae, self.text_encoder):
-                module.to(**kwargs)
+                # nn.Module's own cast: diffusers' warns about float32 modules none of these have
+                nn.Module.to(module, **kwargs)
         return self
 
     def enable_cpu_offload(self, mode: str, device: torch.device | str = "cuda") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..config import LAMBDA_L, LAMBDA_S, K, SampleConfig
@@ -27,6 +28,9 @@ class DynamicWeightSchedule:
     def __post_init__(self):
         if self.k < 0:
             raise UserError(f"k must be >= 0, got {self.k}")
+        for name in ("lambda_s", "lambda_l"):
+            if not math.isfinite(getattr(self, name)):
+                raise UserError(f"{name} must be a number, got {getattr(self, name)}")
 
     @classmethod
     def constant(cls, weight: float) -> DynamicWeightSchedule:
@@ -48,6 +52,14 @@ class DynamicWeightSchedule:
     def is_off(self) -> bool:
         return self.lambda_s == 0.0 and self.lambda_l == 0.0
 
+    def check_steps(self, steps: int) -> None:
+        """Refuse a switch that would never come: ``k`` beyond the ``steps`` of sampling."""
+        if self.lambda_s != self.lambda_l and self.k > steps:
+            raise UserError(
+                f"--k {self.k} is more than the {steps} steps, so the subject module would "
+                f"never switch to --lambda-l; give a --k below {steps}"
+            )
+
     def weight(self, step_index: int) -> float:
         """Weight at denoising step ``step_index`` (0 is the first step, from pure noise)."""
         return self.lambda_s if step_index < self.k else self.lambda_l
@@ -60,4 +72,5 @@ class DynamicWeightSchedule:
             return "no subject module"
         if self.lambda_s == self.lambda_l or self.k == 0:
             return f"constant weight {self.lambda_l}"
-        return f"dynamic weight {self.lambda_s} for {self.k} steps, then {self.lambda_l}"
+        steps = "step" if self.k == 1 else "steps"
+        return f"dynamic weight {self.lambda_s} for {self.k} {steps}, then {self.lambda_l}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..config import normalize
 from ..errors import UserError
 from ..io.files import atomic_path
 from ..models.base import BaseVideoModel
@@ -62,6 +63,8 @@ def resolve_subject_path(path: str | Path) -> Path:
 
 
 def read_metadata(path: str | Path) -> SubjectMetadata:
+    """The metadata of a subject module file, checked: a damaged or foreign file is a
+    ``UserError`` that names it."""
     path = resolve_subject_path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -70,10 +73,31 @@ def read_metadata(path: str | Path) -> SubjectMetadata:
         raise UserError(f"{path} is not a readable safetensors file: {exc}") from exc
     if raw is None:
         raise UserError(f"{path} is a safetensors file but not a CustomCrafter subject module")
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} has damaged metadata ({exc}); train the subject again") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} has damaged metadata (not a mapping); train the subject again")
     if data.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer CustomCrafter; upgrade to load it")
-    return SubjectMetadata(**data)
+    known = {f.name for f in fields(SubjectMetadata)}
+    required = {f.name for f in fields(SubjectMetadata) if f.default is MISSING}
+    required -= {f.name for f in fields(SubjectMetadata) if f.default_factory is not MISSING}
+    unknown, missing = sorted(set(data) - known), sorted(required - set(data))
+    if unknown or missing:
+        raise UserError(
+            f"{path} has damaged metadata (unknown fields {unknown}, missing {missing}); "
+            "train the subject again"
+        )
+    metadata = SubjectMetadata(**data)
+    try:
+        normalize(metadata)
+    except UserError as exc:
+        raise UserError(f"{path} has damaged metadata ({exc}); train the subject again") from None
+    if not metadata.tokens or set(metadata.tokens) != set(metadata.initializer_words):
+        raise UserError(f"{path} names no subject tokens; train the subject again")
+    return metadata
 
 
 class SpatialSubjectModule:
@@ -103,9 +127,11 @@ class SpatialSubjectModule:
         preset: str = "spatial-qkv",
         override: list[str] | None = None,
         rank: int = 4,
+        seed: int = 0,
     ) -> SpatialSubjectModule:
-        """Inject a fresh module: LoRA A ~ N(0, 1/rank), B = 0 (so it starts as a no-op), and
-        each token's embedding initialised from its initializer word."""
+        """Inject a fresh module: LoRA A ~ N(0, 1/rank) drawn from ``seed``, B = 0 (so it
+        starts as a no-op), and each token's embedding initialised from its initializer
+        word."""
         targets = resolve_targets(model, preset, override)
         metadata = SubjectMetadata(
             base_model=model.name,
@@ -126,7 +152,19 @@ class SpatialSubjectModule:
         )
         embedding = SubjectTokenEmbedding(table, ids, init.float())
         model.set_token_embedding(embedding)
-        return cls(model, metadata, embedding)
+        module = cls(model, metadata, embedding)
+        module._draw_lora_a(seed)
+        return module
+
+    @torch.no_grad()
+    def _draw_lora_a(self, seed: int) -> None:
+        """peft draws A from the global random state, which differs from process to process;
+        drawing it again from ``seed`` makes a run with the same settings give the same module."""
+        generator = torch.Generator().manual_seed(seed)
+        for layer in self.layers.values():
+            a = layer.lora_A[ADAPTER].weight
+            noise = torch.randn(a.shape, generator=generator) / layer.r[ADAPTER]
+            a.copy_(noise.to(device=a.device, dtype=a.dtype))
 
     @classmethod
     def load(
@@ -143,8 +181,7 @@ class SpatialSubjectModule:
         _inject_lora(model, metadata)
         table = _unwrapped_embedding(model)
         ids = add_tokens(model.tokenizer, metadata.tokens)
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = _read_tensors(path, metadata)
         embedding = SubjectTokenEmbedding(table, ids, tensors.pop("token_embeddings").float())
         model.set_token_embedding(embedding)
         module = cls(model, metadata, embedding)
@@ -277,6 +314,26 @@ def check_compatible(metadata: SubjectMetadata, model: BaseVideoModel, strict: b
             f"but the loaded base model {model.name!r} does not match: {'; '.join(problems)}. "
             f"Pass --base {metadata.base_model} (or the same model's folder)."
         )
+
+
+def _read_tensors(path: Path, metadata: SubjectMetadata) -> dict[str, torch.Tensor]:
+    """The file's tensors, refused when the token embeddings are missing or misshapen or any
+    value is NaN or infinite (a module that would sample black videos)."""
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    embeddings = tensors.get("token_embeddings")
+    if embeddings is None or embeddings.ndim != 2 or len(embeddings) != len(metadata.tokens):
+        raise UserError(
+            f"{path} holds no embedding for each of its tokens {metadata.tokens}; "
+            "train the subject again"
+        )
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise UserError(
+            f"{path} holds NaN or infinite values (in {broken[0]}); it is damaged or its "
+            "training diverged: train the subject again, with a lower --learning-rate"
+        )
+    return tensors
 
 
 def _inject_lora(model: BaseVideoModel, metadata: SubjectMetadata) -> None:

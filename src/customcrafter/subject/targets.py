@@ -1,29 +1,18 @@
-"""Which layers the Spatial Subject Learning Module adapts, as data.
+"""Which layers the Spatial Subject Learning Module adapts.
 
-A preset lists attention projections *relative to a spatial transformer block*; the base
-model says where its spatial blocks are. Temporal transformers, temporal convolutions and
-the initial temporal attention are never spatial blocks, so no preset can reach them.
+A preset (``config.TARGET_PRESETS``) lists attention projections *relative to a spatial
+transformer block*; the base model says where its spatial blocks are. Temporal
+transformers, temporal convolutions and the initial temporal attention are never spatial
+blocks, so no preset can reach them.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from ..config import TARGET_PRESETS
 from ..errors import UserError
 from ..models.base import BaseVideoModel
-
-QKV = ("to_q", "to_k", "to_v")
-
-TARGET_PRESETS: dict[str, tuple[str, ...]] = {
-    # the paper: Q, K, V of self- (attn1) and cross-attention (attn2)
-    "spatial-qkv": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in QKV),
-    # the paper's ablation without the self-attention LoRA: Q, K, V of cross-attention only
-    "spatial-cross-qkv": tuple(f"attn2.{p}" for p in QKV),
-    # Custom Diffusion: K and V of cross-attention only
-    "spatial-cross-kv": ("attn2.to_k", "attn2.to_v"),
-    # the paper's selection plus the output projections
-    "spatial-qkvo": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in (*QKV, "to_out.0")),
-}
 
 
 def resolve_targets(

@@ -12,6 +12,7 @@ half-written one behind.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from ..errors import UserError
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"checkpoint-(\d+)")
@@ -38,16 +42,50 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def find_checkpoint(output_dir: Path, spec: str) -> Path:
-    """``spec`` is ``latest`` or a checkpoint folder path."""
+    """``spec`` is ``latest`` (the newest intact checkpoint: a damaged one is skipped with a
+    warning that names it) or a checkpoint folder path."""
     if spec == "latest":
         found = list_checkpoints(output_dir)
         if not found:
             raise UserError(f"no checkpoint to resume from in {Path(output_dir) / CHECKPOINT_DIR}")
-        return found[-1]
+        for path in reversed(found):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            logger.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+        raise UserError(
+            f"every checkpoint in {Path(output_dir) / CHECKPOINT_DIR} is damaged (the oldest: "
+            f"{checkpoint_problem(found[0])}); start again with --overwrite"
+        )
     path = Path(spec)
     if not (path / "state.json").is_file():
         raise UserError(f"{path} is not a training checkpoint (no state.json)")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UserError(
+            f"checkpoint {path} is damaged ({problem}); resume from another one "
+            "(--resume-from-checkpoint latest takes the newest intact one)"
+        )
     return path
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with the checkpoint folder ``path``, or ``None`` when every file reads."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            return "state.json holds no step"
+        load_file(str(path / SUBJECT_FILENAME))
+        for name in ("optimizer.pt", "scheduler.pt"):
+            if not isinstance(torch.load(path / name, weights_only=True), dict):
+                return f"{name} holds no state"
+        if (path / "rng.pt").is_file():
+            torch.load(path / "rng.pt", weights_only=True)
+    except FileNotFoundError as exc:
+        return f"{Path(exc.filename).name} is missing"
+    except Exception as exc:  # noqa: BLE001 - whatever fails to read makes it damaged
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+    return None
 
 
 def save_checkpoint(
@@ -59,19 +97,25 @@ def save_checkpoint(
     settings: dict,
     total_limit: int | None = None,
 ) -> Path:
+    """Write ``checkpoint-<step>`` atomically; a failed write (a full disk) leaves nothing
+    behind and says so."""
     root = Path(output_dir) / CHECKPOINT_DIR
     final = root / f"checkpoint-{step}"
     tmp = root / f".checkpoint-{step}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    subject.save(tmp / SUBJECT_FILENAME, training=settings)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_states(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, "settings": settings}, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        tmp.mkdir(parents=True)
+        subject.save(tmp / SUBJECT_FILENAME, training=settings)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(_rng_states(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "settings": settings}, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except (OSError, RuntimeError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"could not write the checkpoint {final}: {exc}") from None
     if total_limit:
         for old in list_checkpoints(output_dir)[:-total_limit]:
             shutil.rmtree(old, ignore_errors=True)
@@ -80,14 +124,20 @@ def save_checkpoint(
 
 def load_checkpoint(path: Path, subject: SpatialSubjectModule, optimizer, lr_scheduler) -> int:
     """Restore the module, optimizer and scheduler from ``path``; return its step."""
-    from safetensors.torch import load_file
-
-    state = json.loads((path / "state.json").read_text())
-    subject.load_lora_state_dict(load_file(str(path / SUBJECT_FILENAME)))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    if (path / "rng.pt").is_file():
-        _restore_rng_states(torch.load(path / "rng.pt", weights_only=True))
+    try:
+        state = json.loads((path / "state.json").read_text())
+        subject.load_lora_state_dict(load_file(str(path / SUBJECT_FILENAME)))
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        if (path / "rng.pt").is_file():
+            _restore_rng_states(torch.load(path / "rng.pt", weights_only=True))
+    except UserError as exc:
+        raise UserError(f"checkpoint {path} does not fit this run: {exc}") from None
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise UserError(
+            f"checkpoint {path} does not fit this run ({exc}); resume from another one or "
+            "start again with --overwrite"
+        ) from None
     return int(state["step"])
 
 

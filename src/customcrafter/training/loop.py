@@ -9,6 +9,7 @@ multi-GPU (``accelerate launch``).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, config_to_dict
 from ..errors import UserError
-from ..io.files import write_json
+from ..io.files import check_writable, write_json
 from ..io.images import list_images
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
@@ -78,17 +79,82 @@ def detach_start_token(model: BaseVideoModel) -> list:
     return handles
 
 
-def _prepare_output_dir(out: Path, config: TrainConfig) -> None:
+def _check_output_dir(out: Path, config: TrainConfig) -> bool:
+    """Refuse to touch earlier results in ``out`` unless told to; ``True`` when
+    ``--overwrite`` is to replace them. They stay in place until the new run's first
+    checkpoint is written (:class:`_Results`), so a run that fails before has lost nothing."""
+    check_writable(out, "--output-dir")
     has_results = (out / SUBJECT_FILENAME).exists() or bool(list_checkpoints(out))
+    if (out / PREVIOUS).is_dir() and not has_results:  # a run killed while replacing them
+        logger.warning("restoring the earlier results kept in %s", out / PREVIOUS)
+        _move(out / PREVIOUS, out, _Results.EARLIER)
+        shutil.rmtree(out / PREVIOUS, ignore_errors=True)
+        has_results = True
     if has_results and not config.resume_from_checkpoint:
         if not config.overwrite:
             raise UserError(
                 f"{out} already holds a trained subject or checkpoints; pass "
                 "--resume-from-checkpoint latest to continue, or --overwrite to start over"
             )
-        (out / SUBJECT_FILENAME).unlink(missing_ok=True)
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+        return True
+    return False
+
+
+#: where earlier results wait, for the moment the first checkpoint of a new run is written
+PREVIOUS = ".previous"
+
+
+def _move(source: Path, target: Path, names: tuple[str, ...]) -> None:
+    """Move the ``names`` that exist in ``source`` into ``target``, replacing what is there."""
+    target.mkdir(exist_ok=True)
+    for name in names:
+        if (source / name).exists():
+            if (target / name).is_dir():
+                shutil.rmtree(target / name)
+            else:
+                (target / name).unlink(missing_ok=True)
+            os.replace(source / name, target / name)
+
+
+class _Results:
+    """What a run writes into its output folder besides checkpoints, and when: the earlier
+    results (``--overwrite``) give way just before the first checkpoint, and come back if
+    that write fails."""
+
+    EARLIER = (SUBJECT_FILENAME, CHECKPOINT_DIR, "train_config.json")
+
+    def __init__(self, out: Path, replacing: bool, settings: dict):
+        self.out, self.replacing, self.settings = out, replacing, settings
+        self.started = False
+
+    def save_checkpoint(self, step, subject, optimizer, lr_scheduler, limit) -> None:
+        if self.started:
+            save_checkpoint(self.out, step, subject, optimizer, lr_scheduler, self.settings, limit)
+            return
+        aside = self.out / PREVIOUS
+        if self.replacing:
+            _move(self.out, aside, self.EARLIER)
+        try:
+            write_json(self.out / "train_config.json", self.settings)
+            save_checkpoint(self.out, step, subject, optimizer, lr_scheduler, self.settings, limit)
+        except BaseException:
+            if self.replacing:
+                _move(aside, self.out, self.EARLIER)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        self.started = True
+
+    def interrupted(self, step: int) -> str:
+        """What a Ctrl-C at ``step`` leaves, and how to go on."""
+        done = list_checkpoints(self.out)
+        if done and (self.started or not self.replacing):
+            return (
+                f"training interrupted at step {step}; the last checkpoint ({done[-1].name}) "
+                "is intact. Run the same command with --resume-from-checkpoint latest to "
+                "continue."
+            )
+        kept = "; the earlier results in the folder are unchanged" if self.replacing else ""
+        return f"training interrupted at step {step}; no checkpoint was written yet{kept}."
 
 
 def compute_loss(
@@ -142,7 +208,7 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     tokens, init_words, instance_paths, class_paths = _check_inputs(config)
     use_prior = config.prior_loss_weight > 0
     out = Path(config.output_dir)
-    _prepare_output_dir(out, config)
+    replacing = _check_output_dir(out, config)
     checkpoint = (
         find_checkpoint(out, config.resume_from_checkpoint)
         if config.resume_from_checkpoint
@@ -179,7 +245,12 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
             )
 
     subject = SpatialSubjectModule.create(
-        model, init_words, config.lora_targets, config.lora_target_override, config.rank
+        model,
+        init_words,
+        config.lora_targets,
+        config.lora_target_override,
+        config.rank,
+        seed=config.seed,
     )
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
     if weight_dtype is not None:
@@ -205,10 +276,17 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
         if use_prior
         else None,
     )
-    _fit(config, model, subject, data, accelerator, checkpoint, progress)
+    results = _Results(out, replacing, config_to_dict(config))
+    _fit(config, model, subject, data, accelerator, checkpoint, results, progress)
     path = out / SUBJECT_FILENAME
     if accelerator.is_main_process:
-        subject.save(path, training=config_to_dict(config))
+        try:
+            subject.save(path, training=results.settings)
+        except OSError as exc:
+            raise UserError(
+                f"could not write {path}: {exc}; the last checkpoint is intact: free space and "
+                "run the same command with --resume-from-checkpoint latest"
+            ) from None
     return path
 
 
@@ -256,10 +334,9 @@ def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: 
     return optimizer, lr_scheduler
 
 
-def _fit(config, model, subject, data, accelerator, checkpoint, progress) -> None:
+def _fit(config, model, subject, data, accelerator, checkpoint, results, progress) -> None:
     """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
     writing a checkpoint every ``checkpointing_steps``. ``data``: (instance, class) images."""
-    out = Path(config.output_dir)
     instances, classes = data
     optimizer, lr_scheduler = _optimizer(config, subject, accelerator)
     denoiser = SubjectDenoiser(model)
@@ -269,9 +346,6 @@ def _fit(config, model, subject, data, accelerator, checkpoint, progress) -> Non
     if checkpoint is not None:
         step = load_checkpoint(checkpoint, subject, optimizer, lr_scheduler)
         logger.info("resumed from %s at step %d", checkpoint, step)
-    settings = config_to_dict(config)
-    if accelerator.is_main_process:
-        write_json(out / "train_config.json", settings)
 
     hooks = detach_start_token(model)
     bar = tqdm(
@@ -308,26 +382,11 @@ def _fit(config, model, subject, data, accelerator, checkpoint, progress) -> Non
             if accelerator.is_main_process and (
                 step % config.checkpointing_steps == 0 or step == config.max_train_steps
             ):
-                save_checkpoint(
-                    out,
-                    step,
-                    subject,
-                    optimizer,
-                    lr_scheduler,
-                    settings,
-                    config.checkpoints_total_limit,
+                results.save_checkpoint(
+                    step, subject, optimizer, lr_scheduler, config.checkpoints_total_limit
                 )
     except KeyboardInterrupt:
-        done = list_checkpoints(out)
-        where = (
-            f"the last checkpoint ({done[-1].name}) is intact"
-            if done
-            else "no checkpoint was written yet"
-        )
-        raise TrainingInterrupted(
-            f"training interrupted at step {step}; {where}. "
-            "Run the same command with --resume-from-checkpoint latest to continue."
-        ) from None
+        raise TrainingInterrupted(results.interrupted(step)) from None
     finally:
         bar.close()
         for handle in hooks:

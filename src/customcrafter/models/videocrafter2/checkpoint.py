@@ -78,6 +78,11 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(raw, Mapping) and container in raw and isinstance(raw[container], Mapping):
             raw = raw[container]
             break
+    if not isinstance(raw, Mapping):
+        raise UserError(
+            f"{path} holds a {type(raw).__name__}, not a state dict of tensors; "
+            "give the original VideoCrafter2 model.ckpt"
+        )
     state = {}
     for key, value in raw.items():
         for prefix in ("_forward_module.", "module."):
