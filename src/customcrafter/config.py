@@ -211,6 +211,16 @@ class SampleConfig:
     constant_weight: float | None = setting(
         None, help="one subject-module weight at every step (the paper's baseline)"
     )
+    switch_sigma: float | None = setting(
+        None,
+        help="switch to --lambda-l when the noise level sigma falls to this, in place of --k "
+        "(sigma = sqrt((1 - abar) / abar) for DDPM models, as ComfyUI reports it)",
+    )
+    delay_token: bool = setting(
+        False,
+        help="not in the paper: the class word in place of the subject's token until the "
+        "switch, so neither part of the module acts on the early steps",
+    )
     num_inference_steps: int | None = setting(
         None, help="DDIM steps (default: the base model's, 50)", flag="--steps"
     )
@@ -231,6 +241,7 @@ class SampleConfig:
         for name in ("lambda_s", "lambda_l", "constant_weight", "guidance_scale"):
             _finite(self, name)
         _finite(self, "eta", at_least=0.0)
+        _finite(self, "switch_sigma", at_least=0.0)
         _at_least(self, "k", 0)
         for name in ("num_inference_steps", "num_frames", "height", "width", "fps"):
             _at_least(self, name, 1)

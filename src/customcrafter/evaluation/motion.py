@@ -42,7 +42,7 @@ def _top_fraction_mean(magnitude: np.ndarray, fraction: float = TOP_FRACTION) ->
     return float(np.partition(values, values.size - count)[values.size - count :].mean())
 
 
-def _farneback_flows(frames: np.ndarray) -> Iterator[np.ndarray]:
+def farneback_flows(frames: np.ndarray) -> Iterator[np.ndarray]:
     """Dense flow ``[h, w, 2]`` from each frame to the next with OpenCV's Farneback method
     (OpenCV's usual settings: pyramid scale 0.5, 3 levels, 15 px window, 3 iterations)."""
     import cv2
@@ -135,7 +135,7 @@ def motion_metrics(
     threshold = base_threshold * min(height, width) / 256.0
     required = round(4 * len(frames) / 16)
     if flow == "farneback":
-        flows = _farneback_flows(frames)
+        flows = farneback_flows(frames)
     elif flow == "raft":
         flows = _raft_flows(frames, torch.device(device))
     else:

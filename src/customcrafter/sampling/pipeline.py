@@ -17,8 +17,11 @@ from ..errors import UserError
 from ..models import BaseVideoModel, load_base_model
 from ..prompts import find_tokens, strip_tokens
 from ..subject import SpatialSubjectModule, read_metadata
-from .dwvs import DynamicWeightSchedule
-from .samplers import make_sampler
+from .dwvs import BandSchedule, DynamicWeightSchedule
+from .samplers import make_sampler, noise_levels
+
+#: what says the subject module's weight and token at each step
+Schedule = DynamicWeightSchedule | BandSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -130,13 +133,15 @@ class CustomCrafterPipeline:
     def __call__(
         self,
         prompt: str | list[str],
-        schedule: DynamicWeightSchedule | None = None,
+        schedule: Schedule | None = None,
         config: SampleConfig | None = None,
         *,
         generator: torch.Generator | None = None,
         fold_lora: bool = True,
         progress: bool = True,
         callback=None,
+        first_prompt: str | list[str] | None = None,
+        first_steps: int = 0,
         **settings,
     ) -> VideoOutput:
         """Generate one video per prompt.
@@ -145,9 +150,13 @@ class CustomCrafterPipeline:
         (``num_inference_steps=25, seed=3``) replace them, and what stays ``None`` comes
         from the base model (``model.defaults``). ``schedule`` defaults to the config's
         Dynamic Weighted Video Sampling (the paper's 0.4, 0.8, k=5) when a subject module is
-        loaded. ``fold_lora`` folds the LoRA into the weights at each change of weight (as
-        fast as the plain base model); ``False`` runs unmerged LoRA layers.
-        ``callback(step_index, timestep, weight)`` is called before each UNet call.
+        loaded; it may also be a ``BandSchedule``. ``fold_lora`` folds the LoRA into the
+        weights at each change of weight (as fast as the plain base model); ``False`` runs
+        unmerged LoRA layers. ``callback(step_index, timestep, weight)`` is called before
+        each UNet call.
+
+        ``first_prompt`` (one per prompt) replaces the prompt for the first ``first_steps``
+        steps: the commitment probe's switch from prompt A to prompt B.
         """
         model = self.model
         config = dataclasses.replace(config or SampleConfig(), **settings)
@@ -161,6 +170,14 @@ class CustomCrafterPipeline:
             )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = self._prepare_prompts(prompts, warn=not schedule.is_off)
+        firsts = None
+        if first_prompt is not None:
+            firsts = [first_prompt] if isinstance(first_prompt, str) else list(first_prompt)
+            if len(firsts) != len(prompts):
+                raise UserError(
+                    f"give one first prompt per prompt: {len(firsts)} for {len(prompts)}"
+                )
+            firsts = self._prepare_prompts(firsts, warn=False)
         factor = model.vae_scale_factor
         if s.height % factor or s.width % factor:
             raise UserError(
@@ -172,24 +189,42 @@ class CustomCrafterPipeline:
 
         device, dtype = model.device, model.dtype
         b = len(prompts)
-        context = model.encode_prompts(prompts).to(dtype)
+        sampler = make_sampler(model)
+        sampler.set_timesteps(s.num_inference_steps)
+        # some samplers (VideoCrafter2's DDIM) take one step more than asked for
+        steps = len(sampler.timesteps)
+        if not 0 <= first_steps <= steps:
+            raise UserError(f"first_steps must be between 0 and the {steps} steps")
+        sigmas = noise_levels(sampler)
+        if self.subject is None:
+            weights, with_token = [0.0] * steps, [True] * steps
+        else:
+            schedule.check_steps(steps)
+            weights = schedule.weights(steps, sigmas)
+            with_token = schedule.token_steps(steps, sigmas)
+
+        negative = None
         use_cfg = s.guidance_scale != 1.0
         if use_cfg:
             negative = model.encode_prompts([s.negative_prompt] * b).to(dtype)
-            context = torch.cat([negative, context])
+        encoded: dict[tuple[str, ...], torch.Tensor] = {}
 
-        sampler = make_sampler(model)
-        sampler.set_timesteps(s.num_inference_steps)
+        def context(texts: list[str]) -> torch.Tensor:
+            key = tuple(texts)
+            if key not in encoded:
+                c = model.encode_prompts(texts).to(dtype)
+                encoded[key] = torch.cat([negative, c]) if use_cfg else c
+            return encoded[key]
+
+        def texts_at(i: int) -> list[str]:
+            texts = firsts if firsts is not None and i < first_steps else prompts
+            return texts if with_token[i] else [strip_tokens(t) for t in texts]
+
         channels = model.unet.config.in_channels
         shape = (b, channels, s.num_frames, s.height // factor, s.width // factor)
         latents = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
         latents = latents * getattr(sampler, "init_noise_sigma", 1.0)
 
-        # some samplers (VideoCrafter2's DDIM) take one step more than asked for
-        steps = len(sampler.timesteps)
-        if self.subject is not None:
-            schedule.check_steps(steps)
-        weights = [0.0] * steps if self.subject is None else schedule.weights(steps)
         with self._weighting(fold_lora and not model.offload) as apply_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
@@ -199,7 +234,7 @@ class CustomCrafterPipeline:
                     callback(i, int(t), weights[i])
                 model_in = torch.cat([latents, latents]) if use_cfg else latents
                 t_batch = torch.full((model_in.shape[0],), int(t), device=device, dtype=torch.long)
-                out = model.predict(model_in, t_batch, context, s.fps)
+                out = model.predict(model_in, t_batch, context(texts_at(i)), s.fps)
                 if use_cfg:
                     uncond, cond = out.chunk(2)
                     out = uncond + s.guidance_scale * (cond - uncond)

@@ -13,7 +13,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..models.base import BaseVideoModel
 from ..models.videocrafter2.schedule import VC2NoiseSchedule
 
-__all__ = ["VC2DDIMSampler", "VC2DDIMStepOutput", "make_sampler"]
+__all__ = ["VC2DDIMSampler", "VC2DDIMStepOutput", "make_sampler", "noise_levels"]
 
 
 def make_sampler(model: BaseVideoModel):
@@ -144,3 +144,25 @@ class VC2DDIMSampler:
             noise = randn_tensor(x.shape, generator=generator, device=device, dtype=x.dtype)
             prev = prev + sigma * noise
         return VC2DDIMStepOutput(prev.to(sample.dtype), pred_x0.to(sample.dtype))
+
+
+def noise_levels(sampler) -> list[float]:
+    """The noise level ``sigma`` of each of ``sampler``'s steps, in step order (falling): the
+    noise-to-signal ratio ``sqrt(1 - abar_t) / (sqrt(abar_t) s_t)`` of a DDPM-trained model
+    (``s_t`` is VideoCrafter2's signal scaling, 1 elsewhere), as ComfyUI reports a step's
+    sigma; a flow-matching scheduler's own ``sigmas``."""
+    timesteps = sampler.timesteps.cpu().long()
+    if isinstance(sampler, VC2DDIMSampler):
+        abar = sampler.schedule.alphas_cumprod.cpu().double()[timesteps]
+        scale = (
+            sampler.schedule.scale_arr.cpu().double()[timesteps]
+            if sampler.use_scale
+            else torch.ones_like(abar)
+        )
+        return ((1 - abar).sqrt() / (abar.sqrt() * scale)).tolist()
+    if getattr(sampler, "alphas_cumprod", None) is not None:
+        abar = sampler.alphas_cumprod.cpu().double()[timesteps]
+        return ((1 - abar) / abar).sqrt().tolist()
+    if getattr(sampler, "sigmas", None) is not None:
+        return [float(s) for s in sampler.sigmas[: len(timesteps)]]
+    raise ValueError(f"cannot tell the noise levels of {type(sampler).__name__}")

@@ -18,6 +18,16 @@ def subject_prompt(name: str, motion: str, background: str) -> str:
     return caption(TOKEN, SUBJECTS[name].class_word, motion, background)
 
 
+#: (direction, background) of the moving prompts the probes ask of a subject
+MOVING_PARTS = (("left", "gray"), ("right", "purple"), ("up", "purple"), ("down", "white"))
+
+
+def moving_prompts(word: str, token: str = TOKEN) -> list[str]:
+    """The subject moving each way, on reference and new backgrounds:
+    ``"a <new1> star moving left on a gray background"``, ..."""
+    return [caption(token, word, f"moving {m}", background) for m, background in MOVING_PARTS]
+
+
 def subject_train_config(
     name: str,
     output_dir: str | Path,
