@@ -244,38 +244,8 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
                 progress=progress and accelerator.is_main_process,
             )
 
-    subject = SpatialSubjectModule.create(
-        model,
-        init_words,
-        config.lora_targets,
-        config.lora_target_override,
-        config.rank,
-        seed=config.seed,
-    )
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
-    if weight_dtype is not None:
-        model.to(dtype=weight_dtype)  # frozen weights in half precision ...
-        for param in subject.parameters():
-            param.data = param.data.float()  # ... trainable ones in float32
-    if config.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-
-    phrase = subject_phrase(config.instance_prompt, tokens)
-    data = (
-        SubjectImages(
-            instance_paths,
-            height,
-            width,
-            config.train_frames,
-            factor,
-            phrase,
-            CAPTION_TEMPLATES,
-            augment=config.augment,
-        ),
-        SubjectImages(class_paths, height, width, config.train_frames, factor, config.class_prompt)
-        if use_prior
-        else None,
-    )
+    subject = _create_subject(config, model, init_words)
+    data = _datasets(config, tokens, instance_paths, class_paths, height, width, factor)
     results = _Results(out, replacing, config_to_dict(config))
     _fit(config, model, subject, data, accelerator, checkpoint, results, progress)
     path = out / SUBJECT_FILENAME
@@ -288,6 +258,48 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
                 "run the same command with --resume-from-checkpoint latest"
             ) from None
     return path
+
+
+def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict):
+    """The subject module, injected into ``model``; with mixed precision the frozen weights
+    go to half precision and the trainable ones stay float32."""
+    subject = SpatialSubjectModule.create(
+        model,
+        init_words,
+        config.lora_targets,
+        config.lora_target_override,
+        config.rank,
+        seed=config.seed,
+    )
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+    if weight_dtype is not None:
+        model.to(dtype=weight_dtype)
+        for param in subject.parameters():
+            param.data = param.data.float()
+    if config.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return subject
+
+
+def _datasets(config, tokens, instance_paths, class_paths, height, width, factor):
+    """``(instance clips, class clips or None)``: every photo as a static clip."""
+    phrase = subject_phrase(config.instance_prompt, tokens)
+    instances = SubjectImages(
+        instance_paths,
+        height,
+        width,
+        config.train_frames,
+        factor,
+        phrase,
+        CAPTION_TEMPLATES,
+        augment=config.augment,
+    )
+    if config.prior_loss_weight <= 0:
+        return instances, None
+    classes = SubjectImages(
+        class_paths, height, width, config.train_frames, factor, config.class_prompt
+    )
+    return instances, classes
 
 
 def _check_inputs(config: TrainConfig):
