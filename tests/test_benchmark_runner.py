@@ -426,6 +426,14 @@ BAD_SPECS = [
     (lambda s: s["methods"][1].update(module="DWSV"), "not the name of a method.*'DWVS'"),
     (lambda s: s["methods"][1].update(module="base"), "no subject modules of its own"),
     (lambda s: s["methods"][0].update(schedule={"dvws": 1}), "schedule must be one of"),
+    (
+        lambda s: s["methods"][1].update(schedule={"band": {"start": 3, "stop": 3}}),
+        r"start \(3\) must be below stop \(3\)",
+    ),
+    (
+        lambda s: s["methods"][1].update(schedule={"dwvs": {"switch_sigma": -1}}),
+        "switch_sigma",
+    ),
     (lambda s: s["methods"][2].update(schedule={"constant": 1.0}), "needs schedule: off"),
     (lambda s: s["methods"][0]["train"].update(max_steps=3), "unknown setting 'max_steps'"),
     (lambda s: s["methods"][0]["train"].update(output_dir="x"), "set by the benchmark runner"),
@@ -450,6 +458,28 @@ def test_bad_specs_get_a_clear_error(workspace, tmp_path, change, message):
     change(spec)
     with pytest.raises(UserError, match=message):
         load_spec(write_spec(tmp_path, spec))
+
+
+def test_the_lab_schedules_are_methods_too(workspace, tmp_path):
+    spec = tiny_spec(data_root=str(workspace / "data"))
+    spec["methods"][1:1] = [
+        {"name": "held", "module": "DWVS", "schedule": {"dwvs": {"k": 1, "delay_token": True}}},
+        {"name": "sigma", "module": "DWVS", "schedule": {"dwvs": {"switch_sigma": 2.5}}},
+        {"name": "band", "module": "DWVS", "schedule": {"band": {"start": 1, "stop": 2}}},
+    ]
+    methods = {m.name: m for m in load_spec(write_spec(tmp_path, spec)).methods}
+    assert methods["held"].schedule.describe() == "DWVS 0.4/0.8, k=1, token held back"
+    assert methods["held"].schedule.build().token_steps(2) == [False, True]
+    assert methods["sigma"].schedule.describe() == "DWVS 0.4/0.8, sigma=2.5"
+    assert methods["sigma"].schedule.build().weights(3, [9.0, 2.5, 1.0]) == [0.4, 0.8, 0.8]
+    band = methods["band"].schedule
+    assert band.describe() == "1 in steps 1-1 only"
+    assert band.build().weights(3) == [0.0, 1.0, 0.0]
+    # a plain DWVS method records its settings as before, so earlier runs stay valid
+    assert methods["DWVS"].schedule.as_dict() == {
+        "kind": "dwvs", "lambda_s": 0.4, "lambda_l": 0.8, "k": 1
+    }  # fmt: skip
+    assert methods["band"].schedule.as_dict()["band"] == (1, 2)
 
 
 def test_set_overrides_variables_and_spec_keys(workspace, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
-from test_pipeline import _trained_looking_subject
+from test_pipeline import _observe_contribution, _trained_looking_subject
 
 from customcrafter.errors import UserError
 from customcrafter.models.videocrafter2.schedule import VC2NoiseSchedule
@@ -119,6 +119,24 @@ def test_a_delayed_token_samples_the_class_word_until_the_switch(tiny_model):
     token = _videos(pipe, "a <new1> dog", schedule=DynamicWeightSchedule(0.0, 0.8, k=2))
     mixed = _videos(pipe, "a <new1> dog", schedule=half)
     assert not torch.equal(mixed, token) and not torch.equal(mixed, base)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_the_module_in_the_conditional_branch_only(tiny_model, fold):
+    module = _trained_looking_subject(tiny_model)
+    pipe = CustomCrafterPipeline(tiny_model, module)
+    handle, seen = _observe_contribution(module, module.metadata.targets[0])
+    schedule = DynamicWeightSchedule(0.4, 0.8, k=1, cond_only=True)
+    out = pipe("a <new1> dog", schedule=schedule, fold_lora=fold, **STEPS)
+    handle.remove()
+    # one call for each branch (the hook halves each call's batch of frames): the base
+    # weights for the unconditional one
+    assert seen == [[w, w] for w in (0.0, 0.4, 0.0, 0.8, 0.0, 0.8)]
+    assert out.weights == [0.4, 0.8, 0.8]
+    assert schedule.describe().endswith("conditional branch only")
+
+
+STEPS = {"num_inference_steps": 3, "num_frames": 2, "progress": False}
 
 
 def test_a_band_outside_the_steps_is_refused_before_sampling(tiny_model):

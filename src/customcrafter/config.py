@@ -221,6 +221,11 @@ class SampleConfig:
         help="not in the paper: the class word in place of the subject's token until the "
         "switch, so neither part of the module acts on the early steps",
     )
+    cond_only: bool = setting(
+        False,
+        help="not in the paper: the module in the prompt's branch of classifier-free guidance "
+        "only (two UNet calls a step)",
+    )
     num_inference_steps: int | None = setting(
         None, help="DDIM steps (default: the base model's, 50)", flag="--steps"
     )

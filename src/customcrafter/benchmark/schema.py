@@ -19,6 +19,7 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from ..config import LAMBDA_L, LAMBDA_S, SAMPLER_FIELDS, K, SampleConfig
@@ -164,6 +165,27 @@ class DwvsSettings(_Section):
     lambda_s: float = LAMBDA_S
     lambda_l: float = LAMBDA_L
     k: int = Field(default=K, ge=0)
+    #: switch by noise level instead of after k steps
+    switch_sigma: float | None = Field(default=None, ge=0)
+    #: not in the paper: the class word in place of the token until the switch
+    delay_token: bool = False
+    #: not in the paper: the module in the prompt's branch of guidance only
+    cond_only: bool = False
+
+
+class BandSettings(_Section):
+    """``schedule: {band: {start, stop, weight}}``: the whole module in steps
+    ``[start, stop)`` only (a probe of where it acts, not in the paper)."""
+
+    start: int = Field(ge=0)
+    stop: int = Field(gt=0)
+    weight: float = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.start >= self.stop:
+            raise ValueError(f"start ({self.start}) must be below stop ({self.stop})")
+        return self
 
 
 def read_spec_file(path: Path) -> dict:

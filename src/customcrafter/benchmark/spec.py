@@ -57,10 +57,13 @@ from ..errors import UserError
 from ..io.images import list_images
 from ..prompts import TOKEN_PATTERN, find_tokens, strip_tokens
 from ..sampling import DynamicWeightSchedule
+from ..sampling.dwvs import BandSchedule
+from ..sampling.pipeline import Schedule
 from ..subject import SUBJECT_FILENAME
 from .overrides import apply_overrides, slugify, suggest
 from .schema import (
     TOP_KEYS,
+    BandSettings,
     DwvsSettings,
     Method,
     Metrics,
@@ -80,30 +83,56 @@ VIDEOS_DIR = "videos"
 # --- what the runner runs ------------------------------------------------------------------
 @dataclass(frozen=True)
 class WeightScheduleSpec:
-    """A method's subject-module weights: ``dwvs`` (lambda_s, lambda_l, k), ``constant``
-    (w) or ``off``."""
+    """A method's subject-module weights: ``dwvs`` (lambda_s, lambda_l, k; optionally a
+    switch by noise level and the token held back), ``band`` (the whole module at
+    ``lambda_l`` in the steps ``band`` only), ``constant`` (w) or ``off``."""
 
     kind: str
     lambda_s: float = 0.0
     lambda_l: float = 0.0
     k: int = 0
+    switch_sigma: float | None = None
+    delay_token: bool = False
+    band: tuple[int, int] | None = None
+    cond_only: bool = False
 
-    def build(self) -> DynamicWeightSchedule:
+    def build(self) -> Schedule:
         if self.kind == "off":
             return DynamicWeightSchedule.off()
         if self.kind == "constant":
             return DynamicWeightSchedule.constant(self.lambda_l)
-        return DynamicWeightSchedule(self.lambda_s, self.lambda_l, self.k)
+        if self.kind == "band":
+            return BandSchedule(self.band[0], self.band[1], self.lambda_l)
+        return DynamicWeightSchedule(
+            self.lambda_s,
+            self.lambda_l,
+            self.k,
+            switch_sigma=self.switch_sigma,
+            delay_token=self.delay_token,
+            cond_only=self.cond_only,
+        )
 
     def describe(self) -> str:
         if self.kind == "off":
             return "off"
         if self.kind == "constant":
             return f"constant {self.lambda_l:g}"
-        return f"DWVS {self.lambda_s:g}/{self.lambda_l:g}, k={self.k}"
+        if self.kind == "band":
+            return f"{self.lambda_l:g} in steps {self.band[0]}-{self.band[1] - 1} only"
+        when = f"sigma={self.switch_sigma:g}" if self.switch_sigma is not None else f"k={self.k}"
+        held = ", token held back" if self.delay_token else ""
+        branch = ", cond. branch only" if self.cond_only else ""
+        return f"DWVS {self.lambda_s:g}/{self.lambda_l:g}, {when}{held}{branch}"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings, without the optional ones left at their defaults (so the record of
+        a plain DWVS method reads as it always has)."""
+        data = asdict(self)
+        optional = (("switch_sigma", None), ("delay_token", False), ("band", None))
+        for name, unset in (*optional, ("cond_only", False)):
+            if data[name] == unset:
+                del data[name]
+        return data
 
 
 _PAPER = DynamicWeightSchedule()
@@ -428,12 +457,27 @@ def _build_schedule(raw, where: str, default: WeightScheduleSpec) -> WeightSched
                 return WeightScheduleSpec("constant", weight, weight, 0)
             if kind == "dwvs":
                 given = DwvsSettings.model_validate(value or {})
-                return WeightScheduleSpec("dwvs", given.lambda_s, given.lambda_l, given.k)
+                return WeightScheduleSpec(
+                    "dwvs",
+                    given.lambda_s,
+                    given.lambda_l,
+                    given.k,
+                    switch_sigma=given.switch_sigma,
+                    delay_token=given.delay_token,
+                    cond_only=given.cond_only,
+                )
+            if kind == "band":
+                given = BandSettings.model_validate(value or {})
+                return WeightScheduleSpec(
+                    "band", 0.0, given.weight, 0, band=(given.start, given.stop)
+                )
         except (TypeError, ValueError) as exc:
             detail = explain(exc) if isinstance(exc, ValidationError) else str(exc)
             raise UserError(f"{where}.{kind}: {detail}") from None
     raise UserError(
-        f"{where} must be one of {{dwvs: {{lambda_s, lambda_l, k}}}}, {{constant: W}} or off, "
+        f"{where} must be one of {{dwvs: {{lambda_s, lambda_l, k, switch_sigma, delay_token, "
+        f"cond_only}}}}, "
+        f"{{band: {{start, stop, weight}}}}, {{constant: W}} or off, "
         f"got {raw!r}"
     )
 

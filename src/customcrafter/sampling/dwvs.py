@@ -28,6 +28,8 @@ class DynamicWeightSchedule:
     schedules a LoRA's strength. ``delay_token`` (not in the paper) also holds back the
     learnt token until the switch: before it, the prompt says the class word (``a dog``) in
     place of ``a <new1> dog``, so neither part of the module acts on the early steps.
+    ``cond_only`` (not in the paper) runs the module in the prompt's branch of classifier-free
+    guidance only, the unconditional branch with the base weights.
 
     A constant weight is ``DynamicWeightSchedule.constant(w)``; sampling the plain base model
     is ``DynamicWeightSchedule.off()`` (weight 0 at every step, the class word).
@@ -38,6 +40,7 @@ class DynamicWeightSchedule:
     k: int = K
     switch_sigma: float | None = None
     delay_token: bool = False
+    cond_only: bool = False
 
     def __post_init__(self):
         if self.k < 0:
@@ -51,8 +54,8 @@ class DynamicWeightSchedule:
             raise UserError(f"switch_sigma must be a noise level >= 0, got {self.switch_sigma}")
 
     @classmethod
-    def constant(cls, weight: float) -> DynamicWeightSchedule:
-        return cls(lambda_s=weight, lambda_l=weight, k=0)
+    def constant(cls, weight: float, cond_only: bool = False) -> DynamicWeightSchedule:
+        return cls(lambda_s=weight, lambda_l=weight, k=0, cond_only=cond_only)
 
     @classmethod
     def off(cls) -> DynamicWeightSchedule:
@@ -63,13 +66,14 @@ class DynamicWeightSchedule:
         """``config.constant_weight`` at every step when it is set, else the dynamic schedule
         of ``lambda_s``, ``lambda_l`` and ``k`` (or ``switch_sigma``)."""
         if config.constant_weight is not None:
-            return cls.constant(config.constant_weight)
+            return cls.constant(config.constant_weight, cond_only=config.cond_only)
         return cls(
             config.lambda_s,
             config.lambda_l,
             config.k,
             switch_sigma=config.switch_sigma,
             delay_token=config.delay_token,
+            cond_only=config.cond_only,
         )
 
     @property
@@ -121,14 +125,15 @@ class DynamicWeightSchedule:
             if self.switch_sigma is not None
             else f"for {_plural(self.k, 'step')}"
         )
+        branch = ", conditional branch only" if self.cond_only else ""
         if not self.switches or (self.k == 0 and self.switch_sigma is None):
-            return f"constant weight {self.lambda_l}"
+            return f"constant weight {self.lambda_l}{branch}"
         if self.delay_token:
             return (
                 f"whole module delayed: class word and weight {self.lambda_s} {when}, "
-                f"then the token and weight {self.lambda_l}"
+                f"then the token and weight {self.lambda_l}{branch}"
             )
-        return f"dynamic weight {self.lambda_s} {when}, then {self.lambda_l}"
+        return f"dynamic weight {self.lambda_s} {when}, then {self.lambda_l}{branch}"
 
 
 @dataclass(frozen=True)

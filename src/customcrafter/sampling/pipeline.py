@@ -129,6 +129,16 @@ class CustomCrafterPipeline:
             finally:
                 self.subject.set_scale(1.0)
 
+    def _plan(self, schedule: Schedule, sampler) -> tuple[list[float], list[bool]]:
+        """The module's weight at each of ``sampler``'s steps, and whether the prompt carries
+        the subject's token there."""
+        steps = len(sampler.timesteps)
+        if self.subject is None:
+            return [0.0] * steps, [True] * steps
+        schedule.check_steps(steps)
+        sigmas = noise_levels(sampler)
+        return schedule.weights(steps, sigmas), schedule.token_steps(steps, sigmas)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -195,26 +205,9 @@ class CustomCrafterPipeline:
         steps = len(sampler.timesteps)
         if not 0 <= first_steps <= steps:
             raise UserError(f"first_steps must be between 0 and the {steps} steps")
-        sigmas = noise_levels(sampler)
-        if self.subject is None:
-            weights, with_token = [0.0] * steps, [True] * steps
-        else:
-            schedule.check_steps(steps)
-            weights = schedule.weights(steps, sigmas)
-            with_token = schedule.token_steps(steps, sigmas)
-
-        negative = None
+        weights, with_token = self._plan(schedule, sampler)
         use_cfg = s.guidance_scale != 1.0
-        if use_cfg:
-            negative = model.encode_prompts([s.negative_prompt] * b).to(dtype)
-        encoded: dict[tuple[str, ...], torch.Tensor] = {}
-
-        def context(texts: list[str]) -> torch.Tensor:
-            key = tuple(texts)
-            if key not in encoded:
-                c = model.encode_prompts(texts).to(dtype)
-                encoded[key] = torch.cat([negative, c]) if use_cfg else c
-            return encoded[key]
+        context = _Contexts(model, s.negative_prompt if use_cfg else None, b)
 
         def texts_at(i: int) -> list[str]:
             texts = firsts if firsts is not None and i < first_steps else prompts
@@ -225,22 +218,57 @@ class CustomCrafterPipeline:
         latents = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
         latents = latents * getattr(sampler, "init_noise_sigma", 1.0)
 
-        with self._weighting(fold_lora and not model.offload) as apply_weight:
+        # the module in the prompt's branch only: two UNet calls a step, the LoRA unfolded
+        split = use_cfg and self.subject is not None and getattr(schedule, "cond_only", False)
+        fold = fold_lora and not model.offload and not split
+        with self._weighting(fold) as apply_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
             ):
-                apply_weight(weights[i])
                 if callback is not None:
                     callback(i, int(t), weights[i])
-                model_in = torch.cat([latents, latents]) if use_cfg else latents
-                t_batch = torch.full((model_in.shape[0],), int(t), device=device, dtype=torch.long)
-                out = model.predict(model_in, t_batch, context(texts_at(i)), s.fps)
-                if use_cfg:
-                    uncond, cond = out.chunk(2)
+                if split:
+                    t_batch = torch.full((b,), int(t), device=device, dtype=torch.long)
+                    negative, positive = context(texts_at(i)).chunk(2)
+                    apply_weight(0.0)
+                    uncond = model.predict(latents, t_batch, negative, s.fps)
+                    apply_weight(weights[i])
+                    cond = model.predict(latents, t_batch, positive, s.fps)
                     out = uncond + s.guidance_scale * (cond - uncond)
+                else:
+                    apply_weight(weights[i])
+                    model_in = torch.cat([latents, latents]) if use_cfg else latents
+                    t_batch = torch.full(
+                        (model_in.shape[0],), int(t), device=device, dtype=torch.long
+                    )
+                    out = model.predict(model_in, t_batch, context(texts_at(i)), s.fps)
+                    if use_cfg:
+                        uncond, cond = out.chunk(2)
+                        out = uncond + s.guidance_scale * (cond - uncond)
                 latents = sampler.step(out, t, latents, eta=s.eta, generator=generator).prev_sample
 
         videos = model.decode_video(latents).float().cpu()
         model.release_offloaded()
         videos = ((videos + 1) / 2).clamp(0, 1)
         return VideoOutput(videos=videos, weights=weights, prompts=prompts, fps=s.fps)
+
+
+class _Contexts:
+    """Text embeddings of prompt lists, each encoded once, with the negative prompt's in
+    front for classifier-free guidance (``negative_prompt`` ``None``: no guidance)."""
+
+    def __init__(self, model: BaseVideoModel, negative_prompt: str | None, batch: int):
+        self.model = model
+        self.negative = (
+            None
+            if negative_prompt is None
+            else model.encode_prompts([negative_prompt] * batch).to(model.dtype)
+        )
+        self.encoded: dict[tuple[str, ...], torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        key = tuple(texts)
+        if key not in self.encoded:
+            c = self.model.encode_prompts(texts).to(self.model.dtype)
+            self.encoded[key] = c if self.negative is None else torch.cat([self.negative, c])
+        return self.encoded[key]
