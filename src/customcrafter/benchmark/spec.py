@@ -128,8 +128,13 @@ class WeightScheduleSpec:
         """The settings, without the optional ones left at their defaults (so the record of
         a plain DWVS method reads as it always has)."""
         data = asdict(self)
-        optional = (("switch_sigma", None), ("delay_token", False), ("band", None))
-        for name, unset in (*optional, ("cond_only", False)):
+        unset_values = {
+            "switch_sigma": None,
+            "delay_token": False,
+            "band": None,
+            "cond_only": False,
+        }
+        for name, unset in unset_values.items():
             if data[name] == unset:
                 del data[name]
         return data

@@ -219,8 +219,10 @@ def commitment(
     grid = sorted({0, steps, *(switch_steps if switch_steps is not None else default_grid(steps))})
     if grid[0] < 0 or grid[-1] > steps:
         raise UserError(f"switch steps must be between 0 and {steps}, got {grid}")
-    firsts = [p.first for p in pairs for _ in range(samples)]
-    thens = [p.then for p in pairs for _ in range(samples)]
+    # one entry per video: its pair, each repeated for its noises
+    videos = [p for p in pairs for _ in range(samples)]
+    firsts = [p.first for p in videos]
+    thens = [p.then for p in videos]
 
     def run(j: int) -> list[np.ndarray]:
         out = pipe(
@@ -248,19 +250,16 @@ def commitment(
             bar.update()
         verdicts[j] = [
             read.verdict(clip, pair.attribute, pair.first, pair.then, pure_first[c], pure_then[c])
-            for c, (clip, pair) in enumerate(
-                zip(clips, [p for p in pairs for _ in range(samples)], strict=True)
-            )
+            for c, (clip, pair) in enumerate(zip(clips, videos, strict=True))
         ]
     bar.close()
 
     result = Commitment(base, steps, samples, seed, read.name, pairs, sigmas)
     attributes = list(dict.fromkeys(p.attribute for p in pairs))
-    owner = [p.attribute for p in pairs for _ in range(samples)]
     for attribute in attributes:
         points = []
         for j in grid:
-            mine = [v for v, a in zip(verdicts[j], owner, strict=True) if a == attribute]
+            mine = [v for v, p in zip(verdicts[j], videos, strict=True) if p.attribute == attribute]
             first, then = mine.count("first"), mine.count("then")
             counted = first + then
             low, high = wilson(first, counted)
