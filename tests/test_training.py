@@ -268,3 +268,50 @@ def test_two_new_tokens_train_together(tmp_path, instance_dir, class_dir):
     assert meta.tokens == ["<new1>", "<new2>"]
     assert meta.initializer_words == {"<new1>": "dog", "<new2>": "ball"}
     assert tensors["token_embeddings"].shape == (2, 32)
+
+
+def test_moving_class_clips_are_generated_whole_cached_and_trained_on(tmp_path, instance_dir):
+    from customcrafter.io.video import read_video
+    from customcrafter.training.class_images import cache_root
+
+    overrides = dict(
+        class_data_dir=None, num_class_images=2, class_sampling_steps=2, max_train_steps=1,
+        class_videos=True, train_frames=3,
+    )  # fmt: skip
+    train(_config(tmp_path, instance_dir, None, **overrides), progress=False)
+    cached = sorted((cache_root() / "class_videos").rglob("*.mp4"))
+    assert len(cached) == 2 and not list((cache_root() / "class_videos").rglob("*.png"))
+    clip = read_video(cached[0])
+    assert clip.shape[0] == 3  # the whole clip, one file per seed
+    assert not np.array_equal(clip[0], clip[-1])  # it is not a still repeated
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    train(_config(tmp_path, instance_dir, None, "again", **overrides), progress=False)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+
+
+def test_class_clips_keep_their_frames_and_take_a_window_of_the_training_length(tmp_path):
+    from customcrafter.io.video import write_video
+    from customcrafter.training.data import ClassClips
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    write_video(tmp_path / "a.mp4", frames, lossless=True)
+    clips = ClassClips([tmp_path / "a.mp4"], 16, 16, 3, 4, "video of a dog")
+    batch = clips.sample(4, np.random.default_rng(1))
+    assert batch.pixels.shape == (4, 3, 3, 16, 16) and batch.masks.shape == (4, 1, 3, 4, 4)
+    assert batch.prompts == ["video of a dog"] * 4
+    as_frames = ((batch.pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)
+    for clip in as_frames.numpy():  # a run of consecutive frames of the file
+        starts = [s for s in range(3) if np.array_equal(clip, frames[s : s + 3])]
+        assert starts
+    with pytest.raises(UserError, match="fewer than --train-frames 6"):
+        ClassClips([tmp_path / "a.mp4"], 16, 16, 6, 4, "video of a dog")
+
+
+def test_moving_class_clips_need_more_than_one_frame_and_a_folder_of_videos(
+    tmp_path, instance_dir, class_dir
+):
+    with pytest.raises(UserError, match="--train-frames 2 or more"):
+        _config(tmp_path, instance_dir, class_dir, class_videos=True, train_frames=1).validate()
+    with pytest.raises(UserError, match="holds no videos"):
+        train(_config(tmp_path, instance_dir, class_dir, class_videos=True), progress=False)

@@ -106,6 +106,12 @@ class TrainConfig:
         200, help="class images to generate when --class-data-dir is absent"
     )
     class_sampling_steps: int = setting(50, help="DDIM steps for each generated class image")
+    class_videos: bool = setting(
+        False,
+        help="prior preservation on whole clips of the class (generated with the base model, "
+        "so they move; or the videos in --class-data-dir) instead of still images repeated "
+        "into static clips; not in the paper",
+    )
     prior_loss_weight: float = setting(
         1.0, help="weight of the class prior-preservation loss (0 turns it off)"
     )
@@ -196,6 +202,11 @@ class TrainConfig:
             raise UserError(
                 "prior preservation needs class images: give --num-class-images 1 or more "
                 "(or --class-data-dir), or pass --prior-loss-weight 0 to train without it"
+            )
+        if self.class_videos and self.train_frames < 2:
+            raise UserError(
+                "--class-videos trains on moving class clips, which need --train-frames 2 or "
+                f"more (got {self.train_frames}); drop --class-videos for 1-frame training"
             )
 
 

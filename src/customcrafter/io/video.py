@@ -41,31 +41,37 @@ def check_output_path(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def write_video(path: str | Path, video, fps: int = 8) -> Path:
+def write_video(path: str | Path, video, fps: int = 8, lossless: bool = False) -> Path:
     """Write ``video`` (``[3, f, h, w]`` in ``[0, 1]`` or ``[f, h, w, 3]`` uint8) to ``path``;
-    the format follows the suffix. The file appears only once complete."""
+    the format follows the suffix. ``lossless``: an mp4 that decodes to exactly these RGB
+    frames (x264's RGB mode at quality 0; fewer players read it). The file appears only
+    once complete."""
     path = Path(path)
     frames = to_uint8_frames(video)
-    writers = {".gif": _write_gif, ".mp4": _write_mp4}
-    writer = writers.get(path.suffix.lower())
-    if writer is None:
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
         raise UserError(f"cannot write {path.suffix!r} videos; use .mp4 or .gif")
     with atomic_path(path) as tmp:
-        writer(tmp, frames, fps)
+        if suffix == ".gif":
+            _write_gif(tmp, frames, fps)
+        else:
+            _write_mp4(tmp, frames, fps, lossless)
     return path
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+def _write_mp4(path: Path, frames: np.ndarray, fps: int, lossless: bool = False) -> None:
     f, h, w, _ = frames.shape
-    # yuv420p needs even sides: pad by repeating the last row / column
-    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    if not lossless:
+        # yuv420p needs even sides: pad by repeating the last row / column
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "rgb24" if lossless else "yuv420p"
         # without macroblock-tree rate control: with it, x264 encodes the same frames
         # differently from one process to the next, and so moves every score read off the file
-        stream.options = {"crf": "17", "preset": "medium", "x264-params": "mbtree=0"}
+        quality = "0" if lossless else "17"
+        stream.options = {"crf": quality, "preset": "medium", "x264-params": "mbtree=0"}
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
@@ -100,3 +106,16 @@ def read_video(path: str | Path) -> np.ndarray:
     if not frames:
         raise UserError(f"{path} holds no video frames")
     return np.stack(frames)
+
+
+def list_videos(folder: str | Path, what: str = "video") -> list[Path]:
+    """The videos in ``folder``, sorted, each decoded once to check it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{what} folder {folder} does not exist or is not a folder")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READ_SUFFIXES)
+    if not paths:
+        raise UserError(f"{what} folder {folder} holds no videos ({', '.join(READ_SUFFIXES)})")
+    for path in paths:
+        read_video(path)
+    return paths

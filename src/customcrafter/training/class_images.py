@@ -1,4 +1,5 @@
-"""Class images for prior preservation, generated with the base model itself and cached.
+"""Class images (or clips) for prior preservation, generated with the base model itself and
+cached.
 
 The cache is keyed by the base model's fingerprints and the class prompt, so every subject of
 the same class on the same base model reuses one set. Images are written one by one,
@@ -16,6 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..io.files import atomic_path
+from ..io.video import write_video
 from ..models.base import BaseVideoModel
 from ..sampling import CustomCrafterPipeline
 
@@ -26,11 +28,21 @@ def cache_root() -> Path:
 
 
 def class_image_dir(model: BaseVideoModel, class_prompt: str, height: int, width: int) -> Path:
+    return _cache_dir(model, "class_images", class_prompt, f"{height}x{width}")
+
+
+def class_video_dir(
+    model: BaseVideoModel, class_prompt: str, frames: int, height: int, width: int
+) -> Path:
+    return _cache_dir(model, "class_videos", class_prompt, f"{frames}x{height}x{width}")
+
+
+def _cache_dir(model: BaseVideoModel, kind: str, class_prompt: str, size: str) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", class_prompt.lower()).strip("-")[:40]
     key = hashlib.sha256(
-        f"{model.architecture_fingerprint()}|{model.weights_fingerprint()}|{class_prompt}|{height}x{width}".encode()
+        f"{model.architecture_fingerprint()}|{model.weights_fingerprint()}|{class_prompt}|{size}".encode()
     ).hexdigest()[:12]
-    return cache_root() / "class_images" / f"{slug}-{key}"
+    return cache_root() / kind / f"{slug}-{key}"
 
 
 def ensure_class_images(
@@ -62,4 +74,37 @@ def ensure_class_images(
             frame = (out.videos[0, :, 0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
             with atomic_path(paths[i]) as tmp:
                 Image.fromarray(frame).save(tmp)
+    return paths
+
+
+def ensure_class_videos(
+    model: BaseVideoModel,
+    class_prompt: str,
+    num_videos: int,
+    folder: Path,
+    num_frames: int,
+    height: int,
+    width: int,
+    num_inference_steps: int = 50,
+    progress: bool = True,
+) -> list[Path]:
+    """Generate the missing ones of ``num_videos`` class clips into ``folder``: clip ``i`` is
+    the base model's ``num_frames``-frame video for ``class_prompt`` with seed ``i``, kept
+    whole (with the motion the model gave it) as a lossless mp4."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:05d}.mp4" for i in range(num_videos)]
+    missing = [i for i, p in enumerate(paths) if not p.exists()]
+    if missing:
+        pipe = CustomCrafterPipeline(model)
+        for i in tqdm(missing, desc="class videos", disable=not progress):
+            out = pipe(
+                class_prompt,
+                num_inference_steps=num_inference_steps,
+                num_frames=num_frames,
+                height=height,
+                width=width,
+                seed=i,
+                progress=False,
+            )
+            write_video(paths[i], out.videos[0], lossless=True)
     return paths

@@ -1,4 +1,5 @@
-"""Training data: subject photos become static clips with captions and loss masks.
+"""Training data: subject photos become static clips with captions and loss masks; class
+videos (for prior preservation, optionally) stay the moving clips they are.
 
 Each image is center-cropped to the model's aspect ratio, resized, optionally augmented as
 Custom Diffusion and the authors do (random rescale with a matching caption prefix and a
@@ -16,7 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import UserError
 from ..io.images import load_image
+from ..io.video import read_video
 
 # the authors' caption templates for a subject phrase such as "<new1> dog"
 CAPTION_TEMPLATES = ("video of a {}", "{}", "a static video of a {}", "a {}")
@@ -132,3 +135,44 @@ class SubjectImages:
             masks.append(mask.expand(1, self.num_frames, -1, -1))
             prompts.append(prompt)
         return StaticClipBatch(torch.stack(pixels), torch.stack(masks), prompts)
+
+
+class ClassClips:
+    """Videos of the subject's class (prior preservation on moving clips): each frame
+    center-cropped and resized as the photos are, a random window of ``num_frames``
+    consecutive frames per sample, the whole frame in the loss."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        height: int,
+        width: int,
+        num_frames: int,
+        latent_factor: int,
+        prompt: str,
+    ):
+        self.clips = []
+        for path in paths:
+            frames = read_video(path)
+            if len(frames) < num_frames:
+                raise UserError(
+                    f"class video {path} has {len(frames)} frames, fewer than --train-frames "
+                    f"{num_frames}; give longer videos or lower --train-frames"
+                )
+            images = [center_crop_resize(Image.fromarray(f), height, width) for f in frames]
+            self.clips.append(torch.stack([to_tensor(i) for i in images], dim=1))
+        self.num_frames = num_frames
+        self.mask_shape = (1, num_frames, height // latent_factor, width // latent_factor)
+        self.prompt = prompt
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> StaticClipBatch:
+        pixels = []
+        for _ in range(batch_size):
+            clip = self.clips[rng.integers(0, len(self.clips))]
+            start = int(rng.integers(0, clip.shape[1] - self.num_frames + 1))
+            pixels.append(clip[:, start : start + self.num_frames])
+        masks = torch.ones(batch_size, *self.mask_shape)
+        return StaticClipBatch(torch.stack(pixels), masks, [self.prompt] * batch_size)

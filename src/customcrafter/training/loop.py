@@ -24,6 +24,7 @@ from ..config import TrainConfig, config_to_dict
 from ..errors import UserError
 from ..io.files import check_writable, write_json
 from ..io.images import list_images
+from ..io.video import list_videos
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
 from ..prompts import find_tokens, initializer_words, subject_phrase
@@ -35,8 +36,13 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .class_images import class_image_dir, ensure_class_images
-from .data import CAPTION_TEMPLATES, StaticClipBatch, SubjectImages
+from .class_images import (
+    class_image_dir,
+    class_video_dir,
+    ensure_class_images,
+    ensure_class_videos,
+)
+from .data import CAPTION_TEMPLATES, ClassClips, StaticClipBatch, SubjectImages
 
 logger = logging.getLogger(__name__)
 
@@ -233,15 +239,8 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     # class images come from the plain base model, before the subject module exists
     if use_prior and class_paths is None:
         with accelerator.main_process_first():
-            class_paths = ensure_class_images(
-                model,
-                config.class_prompt,
-                config.num_class_images,
-                class_image_dir(model, config.class_prompt, height, width),
-                height,
-                width,
-                num_inference_steps=config.class_sampling_steps,
-                progress=progress and accelerator.is_main_process,
+            class_paths = _generate_class_data(
+                config, model, height, width, progress and accelerator.is_main_process
             )
 
     subject = _create_subject(config, model, init_words)
@@ -258,6 +257,33 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
                 "run the same command with --resume-from-checkpoint latest"
             ) from None
     return path
+
+
+def _generate_class_data(config, model, height, width, progress) -> list[Path]:
+    """The cached class images (or, with ``class_videos``, clips) of the base model."""
+    if config.class_videos:
+        folder = class_video_dir(model, config.class_prompt, config.train_frames, height, width)
+        return ensure_class_videos(
+            model,
+            config.class_prompt,
+            config.num_class_images,
+            folder,
+            config.train_frames,
+            height,
+            width,
+            num_inference_steps=config.class_sampling_steps,
+            progress=progress,
+        )
+    return ensure_class_images(
+        model,
+        config.class_prompt,
+        config.num_class_images,
+        class_image_dir(model, config.class_prompt, height, width),
+        height,
+        width,
+        num_inference_steps=config.class_sampling_steps,
+        progress=progress,
+    )
 
 
 def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict):
@@ -296,9 +322,14 @@ def _datasets(config, tokens, instance_paths, class_paths, height, width, factor
     )
     if config.prior_loss_weight <= 0:
         return instances, None
-    classes = SubjectImages(
-        class_paths, height, width, config.train_frames, factor, config.class_prompt
-    )
+    if config.class_videos:
+        classes = ClassClips(
+            class_paths, height, width, config.train_frames, factor, config.class_prompt
+        )
+    else:
+        classes = SubjectImages(
+            class_paths, height, width, config.train_frames, factor, config.class_prompt
+        )
     return instances, classes
 
 
@@ -319,7 +350,10 @@ def _check_inputs(config: TrainConfig):
     instance_paths = list_images(config.instance_data_dir, "instance image")
     class_paths = None
     if config.prior_loss_weight > 0 and config.class_data_dir:
-        class_paths = list_images(config.class_data_dir, "class image")
+        if config.class_videos:
+            class_paths = list_videos(config.class_data_dir, "class video")
+        else:
+            class_paths = list_images(config.class_data_dir, "class image")
     return tokens, init_words, instance_paths, class_paths
 
 
