@@ -27,6 +27,11 @@ def _common(parser: argparse.ArgumentParser, samples: int) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the noises (default: 0)")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the base model's)")
     parser.add_argument("--guidance-scale", type=float, help="default: the base model's")
+    parser.add_argument(
+        "--eta",
+        type=float,
+        help="DDIM eta: 0 deterministic, 1 fresh noise at every step (default: the base model's)",
+    )
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, help="default: float16 on cuda, else float32")
 
@@ -98,7 +103,10 @@ def _pipeline(args, base: str | None, subject: str | None = None):
 
 
 def _settings(args) -> dict:
-    return {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
+    if args.eta is not None and not args.eta >= 0:
+        raise UserError(f"--eta must be 0 or more, got {args.eta}")
+    given = {"guidance_scale": args.guidance_scale, "eta": args.eta}
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _read_pairs(path: str):

@@ -121,6 +121,8 @@ class Commitment:
     sigmas: list[float]
     curves: dict[str, list[CurvePoint]] = field(default_factory=dict)
     decided: dict[str, float | None] = field(default_factory=dict)
+    #: the sampler settings given beyond the base model's defaults (eta, guidance_scale)
+    settings: dict = field(default_factory=dict)
 
     @property
     def suggested_k(self) -> int | None:
@@ -141,7 +143,10 @@ class Commitment:
         return data
 
     def summary(self) -> str:
-        lines = [f"{self.base}: {self.steps} steps, {self.samples} noises per pair, {self.scorer}"]
+        given = "".join(f", {name} {value:g}" for name, value in self.settings.items())
+        lines = [
+            f"{self.base}: {self.steps} steps{given}, {self.samples} noises per pair, {self.scorer}"
+        ]
         for attribute, step in self.decided.items():
             when = "never crosses one half" if step is None else f"decided by step {step:.1f}"
             lines.append(f"  {attribute}: {when}")
@@ -254,7 +259,7 @@ def commitment(
         ]
     bar.close()
 
-    result = Commitment(base, steps, samples, seed, read.name, pairs, sigmas)
+    result = Commitment(base, steps, samples, seed, read.name, pairs, sigmas, settings=settings)
     attributes = list(dict.fromkeys(p.attribute for p in pairs))
     for attribute in attributes:
         points = []
