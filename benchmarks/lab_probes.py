@@ -2,7 +2,8 @@
 colour and background, and where each bundled subject's module does its harm and its good.
 
 1. The commitment probe (``customcrafter probe commitment --base shapes``) on two seed sets:
-   seed 0 chooses ``k`` (the step by which motion is decided), seed 1 checks the curve.
+   seed 0 chooses ``k`` (the step by which motion is decided), seed 1 checks the curve; and
+   once more on seed 0 with the deterministic sampler (eta 0 instead of the model's 1.0).
 2. For every bundled subject, a module trained with the demo's recipe, then the band probe
    on seed 1: the module in one band of ten steps only, beside the base model, the module at
    every step, the paper's schedule, DWVS with the probe's ``k`` and the whole module (token
@@ -30,6 +31,7 @@ from customcrafter.shapes.world import SUBJECTS, reference_images
 from customcrafter.training import train
 
 GRID = [0, 2, 5, 8, 12, 16, 20, 25, 30, 35, 40, 50]
+ETA_GRID = [0, 2, 5, 8, 12, 16, 20, 25, 30, 40, 50]  # the deterministic sampler, one seed set
 CHOOSE_SEED, REPORT_SEED = 0, 1
 
 
@@ -63,16 +65,20 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pipe = CustomCrafterPipeline.from_pretrained("shapes")
 
-    def probe(seed: int) -> dict:
-        path = args.out / f"commitment-seed{seed}.json"
+    def probe(seed: int, eta: float | None = None) -> dict:
+        stem = f"commitment-seed{seed}" if eta is None else f"commitment-eta{eta:g}-seed{seed}"
+        path = args.out / f"{stem}.json"
         if path.is_file():
             data = json.loads(path.read_text())
         else:
             t = time.perf_counter()
-            result = commitment(pipe, switch_steps=GRID, samples=args.samples, seed=seed)
+            grid, settings = (GRID, {}) if eta is None else (ETA_GRID, {"eta": eta})
+            result = commitment(
+                pipe, switch_steps=grid, samples=args.samples, seed=seed, **settings
+            )
             data = dict(result.as_dict(), seconds=round(time.perf_counter() - t))
             write_json(path, data)
-        plot_commitment(data, args.out / f"commitment-seed{seed}")
+        plot_commitment(data, args.out / stem)
         print(f"seed {seed}: decided {data['decided']}, suggested k {data['suggested_k']}")
         return data
 
@@ -117,6 +123,7 @@ def main() -> None:
         tmp.write_text("\n".join(tables))
     # the second seed set last: the curve checked on noises k was not chosen on
     write_json(args.out / "commitment.json", pooled([chosen, probe(REPORT_SEED)]))
+    probe(CHOOSE_SEED, eta=0.0)  # does a deterministic sampler decide motion earlier?
     print(f"\n{time.perf_counter() - began:.0f} s")
 
 

@@ -17,6 +17,7 @@ from customcrafter.models.videocrafter2.schedule import VC2NoiseSchedule
 from customcrafter.probe import PromptPair, bands, commitment, shapes_pairs
 from customcrafter.probe.bands import band_edges
 from customcrafter.probe.commitment import CurvePoint, crossing, default_grid
+from customcrafter.probe.frontier import Method, choose, frontier_videos, summarise
 from customcrafter.probe.scoring import DetectorScorer, FlowScorer, mean_flow, wilson
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from customcrafter.sampling.dwvs import BandSchedule
@@ -283,11 +284,12 @@ def test_probe_commitment_writes_its_curves_chart_and_suggested_k(tmp_path):
     result = _cli(
         "probe", "commitment", "--base", "tiny", "--pairs", str(pairs), "--grid", "1",
         "--samples", "1", "--steps", "3", "--device", "cpu", "--output-dir", str(out),
-        cwd=tmp_path,
+        "--eta", "0", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "commitment.json").read_text())
     assert [p["switch_step"] for p in data["curves"]["motion"]] == [0, 1, 3]
+    assert data["settings"] == {"eta": 0.0} and "3 steps, eta 0," in result.stdout
     assert (out / "commitment.png").stat().st_size > 0 and (out / "commitment.svg").is_file()
     assert "motion:" in result.stdout
 
@@ -322,3 +324,87 @@ def test_probe_bands_needs_prompts_off_the_shapes_world(tmp_path):
         "--output-dir", str(tmp_path / "out"), "--device", "cpu", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 2 and "give --prompt" in result.stderr
+
+
+# --- the frontier ----------------------------------------------------------------------------
+
+
+def test_the_frontier_samples_every_method_from_the_same_noises_and_splits_them(tiny_model):
+    pipe = CustomCrafterPipeline(tiny_model, _trained_looking_subject(tiny_model))
+    methods = [
+        Method("base", DynamicWeightSchedule.off()),
+        Method("constant 1.0", DynamicWeightSchedule.constant(1.0)),
+        Method("paper", DynamicWeightSchedule(k=2), paper=True),
+    ]
+    references = [np.full((32, 32, 3), 128, np.uint8)]
+
+    def run(done=None):
+        return list(
+            frontier_videos(
+                pipe, ["a <new1> dog running"], methods, references, samples=3, choose=1,
+                num_inference_steps=4, num_frames=3, tags={"subject": "dog"}, done=done,
+                similarity=lambda clip, refs: float(clip.mean() / 255), progress=False,
+            )
+        )  # fmt: skip
+
+    records = run()
+    assert [(r["method"], r["part"]) for r in records[:3]] == [
+        ("base", "choose"),
+        ("base", "report"),
+        ("base", "report"),
+    ]
+    assert len(records) == 9 and all(r["subject"] == "dog" for r in records)
+    assert [r["prompt"] for r in records[:3]] == ["a <new1> dog running"] * 3
+    assert [r["paper"] for r in records[::3]] == [False, False, True]
+    # the base model agrees with itself; the others are compared with it
+    assert all(r["flow_agreement"] in (None, pytest.approx(1.0)) for r in records[:3])
+    assert all("flow_agreement" in r for r in records)
+    # resuming: the base model runs again for the comparison, its records are not repeated
+    again = run(done={"base", "constant 1.0"}.__contains__)
+    assert [r["method"] for r in again] == ["paper"] * 3
+    assert again == records[6:]
+    assert run(done=lambda name: True) == []
+    with pytest.raises(UserError, match="keep some to report"):
+        next(frontier_videos(pipe, ["a <new1> dog"], methods, samples=2, choose=2))
+
+
+def test_the_frontier_summary_has_wilson_and_t_intervals_and_the_rule_keeps_likeness():
+    records = [
+        {"method": "a", "motion_ok": ok, "similarity": s, "displacement": 2.0}
+        for ok, s in [(True, 0.5), (False, 0.7), (True, 0.6), (True, 0.6)]
+    ] + [
+        {"method": "b", "motion_ok": True, "similarity": 0.4, "displacement": None},
+        {"method": "b", "motion_ok": None, "similarity": 0.4},
+        {"method": "c", "motion_ok": False, "similarity": 0.62},
+        {"method": "c", "motion_ok": True, "similarity": 0.62},
+    ]
+    points = {p["method"]: p for p in summarise(records, ("method",))}
+    a = points["a"]
+    assert a["videos"] == 4 and a["motion_ok"] == 0.75
+    assert (a["motion_low"], a["motion_high"]) == pytest.approx(wilson(3, 4))
+    assert a["similarity"] == pytest.approx(0.6)
+    # Student-t with 3 degrees of freedom: 3.182 * sd / sqrt(4)
+    half = 3.1824463 * np.std([0.5, 0.7, 0.6, 0.6], ddof=1) / 2
+    assert a["similarity_high"] - a["similarity"] == pytest.approx(half, rel=1e-5)
+    assert a["displacement_low"] == pytest.approx(2.0)
+    assert points["b"]["motion_ok"] == 1.0 and "displacement" not in points["b"]
+    # b moves best but loses the likeness; c keeps it (0.62 >= 0.6 - 0.03) and a moves more
+    assert choose(list(points.values()), "a")["method"] == "a"
+    assert choose(list(points.values()), "a", tolerance=0.25)["method"] == "b"
+    assert choose(list(points.values()), "missing") is None
+
+
+def test_the_frontier_chart_draws_one_curve_per_method_along_the_training(tmp_path):
+    from customcrafter.probe.plot import plot_frontier
+
+    records = [
+        {"subject": s, "method": m, "training": t, "motion_ok": ok, "similarity": sim}
+        for s in ("star", "ring")
+        for m in ("constant", "dwvs")
+        for t, sim in (("weak", 0.3), ("strong", 0.6))
+        for ok in (True, False, m == "dwvs")
+    ]
+    points = summarise(records, ("subject", "method", "training"))
+    written = plot_frontier(points, tmp_path / "f", ["star", "ring"], order=["weak", "strong"])
+    assert [p.suffix for p in written] == [".png", ".svg"]
+    assert all(p.stat().st_size > 1000 for p in written)

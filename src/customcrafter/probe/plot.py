@@ -103,3 +103,70 @@ def plot_bands(result: dict, stem: str | Path) -> list[Path]:
     written = _save(fig, Path(stem))
     plt.close(fig)
     return written
+
+
+def plot_frontier(
+    points: list[dict],
+    stem: str | Path,
+    panels: list[str],
+    curve: str = "method",
+    along: str = "training",
+    order: list | None = None,
+    motion: str = "motion_ok",
+    title: str = "",
+) -> list[Path]:
+    """Subject similarity (x) against ``motion`` (y), one panel per value of ``panel`` field
+    ``"subject"`` in ``panels``, one curve per ``curve`` value joining its points in the order
+    of ``along`` (training strengths, in ``order``), with 95% intervals on both axes. ``points`` come from
+    ``frontier.summarise(..., by=("subject", curve, along))``."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
+    names = list(dict.fromkeys(p[curve] for p in points))
+    cmap = plt.get_cmap("tab10")
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for n, name in enumerate(names):
+            mine = [p for p in points if p["subject"] == panel and p[curve] == name]
+            mine = [
+                p for p in mine if p.get("similarity") is not None and p.get(motion) is not None
+            ]
+            if not mine:
+                continue
+            mine.sort(key=lambda p: order.index(p[along]) if order else p[along])
+            x = [p["similarity"] for p in mine]
+            y = [p[motion] for p in mine]
+            bounds = ("motion_low", "motion_high") if motion == "motion_ok" else None
+            yerr = _errors(mine, motion, *(bounds or (f"{motion}_low", f"{motion}_high")))
+            xerr = _errors(mine, "similarity", "similarity_low", "similarity_high")
+            ax.errorbar(
+                x,
+                y,
+                xerr=xerr,
+                yerr=yerr,
+                marker="o",
+                ms=4,
+                lw=1.2,
+                capsize=2,
+                color=cmap(n % 10),
+                label=name,
+                alpha=0.85,
+            )
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("subject similarity")
+        ax.set_ylim(-0.02, 1.05 if motion == "motion_ok" else None)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("motion as prompted" if motion == "motion_ok" else motion)
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    written = _save(fig, Path(stem))
+    plt.close(fig)
+    return written
+
+
+def _errors(points: list[dict], value: str, low: str, high: str) -> list[list[float]]:
+    """Matplotlib's ``[below, above]`` error bars (0 where a bound is missing)."""
+
+    def gap(p, bound, sign):
+        return 0.0 if p.get(bound) is None else max(0.0, sign * (p[value] - p[bound]))
+
+    return [[gap(p, low, 1) for p in points], [gap(p, high, -1) for p in points]]
