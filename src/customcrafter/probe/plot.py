@@ -122,7 +122,7 @@ def plot_frontier(
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
     names = list(dict.fromkeys(p[curve] for p in points))
-    cmap = plt.get_cmap("tab10")
+    palette = [plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "#a6761d", "#66a61e"]
     for ax, panel in zip(axes[0], panels, strict=True):
         for n, name in enumerate(names):
             mine = [p for p in points if p["subject"] == panel and p[curve] == name]
@@ -142,11 +142,12 @@ def plot_frontier(
                 y,
                 xerr=xerr,
                 yerr=yerr,
-                marker="o",
-                ms=4,
+                marker="o" if len(mine) > 1 else "s",
+                ms=4 if len(mine) > 1 else 6,
                 lw=1.2,
+                elinewidth=0.6,
                 capsize=2,
-                color=cmap(n % 10),
+                color=palette[n % len(palette)],
                 label=name,
                 alpha=0.85,
             )
@@ -155,7 +156,13 @@ def plot_frontier(
         ax.set_ylim(-0.02, 1.05 if motion == "motion_ok" else None)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("motion as prompted" if motion == "motion_ok" else motion)
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # every method once, whichever panel has it
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=2, bbox_to_anchor=(0.5, 0.0))
     if title:
         fig.suptitle(title, fontsize=10)
     written = _save(fig, Path(stem))
