@@ -57,24 +57,15 @@ def ensure_class_images(
 ) -> list[Path]:
     """Generate the missing ones of ``num_images`` class images into ``folder``: image ``i``
     is the first frame of the base model's video for ``class_prompt`` with seed ``i``."""
-    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(video, path: Path) -> None:
+        frame = (video[:, 0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        with atomic_path(path) as tmp:
+            Image.fromarray(frame).save(tmp)
+
+    settings = dict(num_inference_steps=num_inference_steps, height=height, width=width)
     paths = [folder / f"{i:05d}.png" for i in range(num_images)]
-    missing = [i for i, p in enumerate(paths) if not p.exists()]
-    if missing:
-        pipe = CustomCrafterPipeline(model)
-        for i in tqdm(missing, desc="class images", disable=not progress):
-            out = pipe(
-                class_prompt,
-                num_inference_steps=num_inference_steps,
-                height=height,
-                width=width,
-                seed=i,
-                progress=False,
-            )
-            frame = (out.videos[0, :, 0].permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-            with atomic_path(paths[i]) as tmp:
-                Image.fromarray(frame).save(tmp)
-    return paths
+    return _generate(model, class_prompt, paths, save, "class images", progress, settings)
 
 
 def ensure_class_videos(
@@ -91,20 +82,25 @@ def ensure_class_videos(
     """Generate the missing ones of ``num_videos`` class clips into ``folder``: clip ``i`` is
     the base model's ``num_frames``-frame video for ``class_prompt`` with seed ``i``, kept
     whole (with the motion the model gave it) as a lossless mp4."""
-    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(video, path: Path) -> None:
+        write_video(path, video, lossless=True)
+
     paths = [folder / f"{i:05d}.mp4" for i in range(num_videos)]
+    settings = dict(
+        num_inference_steps=num_inference_steps, num_frames=num_frames, height=height, width=width
+    )
+    return _generate(model, class_prompt, paths, save, "class videos", progress, settings)
+
+
+def _generate(model, class_prompt, paths, save, desc, progress, settings) -> list[Path]:
+    """Sample the missing ``paths`` (file ``i`` from seed ``i``) and ``save(video, path)``
+    each one as it comes: an interrupted generation resumes where it stopped."""
     missing = [i for i, p in enumerate(paths) if not p.exists()]
     if missing:
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
         pipe = CustomCrafterPipeline(model)
-        for i in tqdm(missing, desc="class videos", disable=not progress):
-            out = pipe(
-                class_prompt,
-                num_inference_steps=num_inference_steps,
-                num_frames=num_frames,
-                height=height,
-                width=width,
-                seed=i,
-                progress=False,
-            )
-            write_video(paths[i], out.videos[0], lossless=True)
+        for i in tqdm(missing, desc=desc, disable=not progress):
+            out = pipe(class_prompt, seed=i, progress=False, **settings)
+            save(out.videos[0], paths[i])
     return paths
