@@ -113,10 +113,6 @@ class DynamicWeightSchedule:
         switch = self.switch_step(num_steps, sigmas)
         return [i >= switch for i in range(num_steps)]
 
-    def weight(self, step_index: int) -> float:
-        """Weight at denoising step ``step_index`` of a switch by step count."""
-        return self.lambda_s if step_index < self.k else self.lambda_l
-
     def describe(self) -> str:
         if self.is_off:
             return "no subject module"
