@@ -115,7 +115,10 @@ def _interval(values: Sequence[float]) -> tuple[float | None, float | None, floa
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, None, None
-    from scipy import stats
+    try:
+        from scipy import stats
+    except ImportError:
+        raise UserError('the frontier\'s intervals need scipy: pip install -e ".[bench]"') from None
 
     half = float(
         stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
