@@ -462,15 +462,7 @@ def _build_schedule(raw, where: str, default: WeightScheduleSpec) -> WeightSched
                 return WeightScheduleSpec("constant", weight, weight, 0)
             if kind == "dwvs":
                 given = DwvsSettings.model_validate(value or {})
-                return WeightScheduleSpec(
-                    "dwvs",
-                    given.lambda_s,
-                    given.lambda_l,
-                    given.k,
-                    switch_sigma=given.switch_sigma,
-                    delay_token=given.delay_token,
-                    cond_only=given.cond_only,
-                )
+                return WeightScheduleSpec("dwvs", **given.model_dump())
             if kind == "band":
                 given = BandSettings.model_validate(value or {})
                 return WeightScheduleSpec(

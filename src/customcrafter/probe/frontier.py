@@ -11,12 +11,14 @@ videos by a rule fixed before the report videos are looked at.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..benchmark.report import t_interval
 from ..errors import UserError
 from ..io.video import to_uint8_frames
 from ..prompts import strip_tokens
@@ -66,6 +68,8 @@ def frontier_videos(
     if not 0 <= choose < samples:
         raise UserError(f"choose {choose} of {samples} noises per prompt: keep some to report")
     shapes = pipe.model.name == "shapes"
+    if shapes:
+        from ..shapes.score import score_clip
     if similarity is None and shapes and references:
         from ..shapes.detect import subject_similarity as similarity
     texts = [p for p in prompts for _ in range(samples)]
@@ -99,8 +103,6 @@ def frontier_videos(
                 agreement = None if norm < 1e-9 else float(flows[i] @ base_flows[i]) / norm
                 record["flow_agreement"] = agreement
             if shapes:
-                from ..shapes.score import score_clip
-
                 score = score_clip(clip, text)
                 record["motion_ok"] = score.motion_ok
                 displacement = score.displacement
@@ -108,22 +110,17 @@ def frontier_videos(
             yield record
 
 
-def _interval(values: Sequence[float]) -> tuple[float | None, float | None, float | None]:
-    """Mean and its 95% Student-t interval."""
-    if not values:
-        return None, None, None
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return mean, None, None
+def _interval(values: Sequence[float]) -> tuple[float, float | None, float | None]:
+    """Mean and its 95% Student-t interval (no bounds below two values)."""
     try:
-        from scipy import stats
+        estimate = t_interval(values)
     except ImportError:
         raise UserError('the frontier\'s intervals need scipy: pip install -e ".[bench]"') from None
 
-    half = float(
-        stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))
-    )
-    return mean, mean - half, mean + half
+    def bound(value: float) -> float | None:
+        return None if math.isnan(value) else value
+
+    return estimate.mean, bound(estimate.low), bound(estimate.high)
 
 
 def summarise(records: Iterable[dict], by: Sequence[str]) -> list[dict]:

@@ -134,8 +134,9 @@ def plot_frontier(
             mine.sort(key=lambda p: order.index(p[along]) if order else p[along])
             x = [p["similarity"] for p in mine]
             y = [p[motion] for p in mine]
-            bounds = ("motion_low", "motion_high") if motion == "motion_ok" else None
-            yerr = _errors(mine, motion, *(bounds or (f"{motion}_low", f"{motion}_high")))
+            # motion ok's bounds are motion_low/high (Wilson); the means' are <name>_low/high
+            prefix = "motion" if motion == "motion_ok" else motion
+            yerr = _errors(mine, motion, f"{prefix}_low", f"{prefix}_high")
             xerr = _errors(mine, "similarity", "similarity_low", "similarity_high")
             ax.errorbar(
                 x,
