@@ -105,7 +105,7 @@ def main() -> None:
         subject = SUBJECTS[name]
         references = reference_images(subject)
         for n, (training, kind, lr, extra) in enumerate(modules()):
-            mine = [m for m in ways["every" if kind == PAPER_WAY else "ablation"]]
+            mine = list(ways["every" if kind == PAPER_WAY else "ablation"])
             if kind == PAPER_WAY and training == MIDDLE:
                 mine += ways["middle"]
             if n == 0:

@@ -36,8 +36,8 @@ def center_crop_resize(img: Image.Image, height: int, width: int) -> Image.Image
     return img.crop((left, top, left + cw, top + ch)).resize((width, height), Image.BICUBIC)
 
 
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """``[3, h, w]`` float in ``[-1, 1]``."""
+def to_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
+    """``[3, h, w]`` float in ``[-1, 1]`` from an 8-bit RGB image (or ``[h, w, 3]`` array)."""
     array = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
@@ -159,8 +159,9 @@ class ClassClips:
                     f"class video {path} has {len(frames)} frames, fewer than --train-frames "
                     f"{num_frames}; give longer videos or lower --train-frames"
                 )
+            # kept as 8-bit frames (a quarter of float32's memory), made tensors per sample
             images = [center_crop_resize(Image.fromarray(f), height, width) for f in frames]
-            self.clips.append(torch.stack([to_tensor(i) for i in images], dim=1))
+            self.clips.append(np.stack([np.asarray(i) for i in images]))
         self.num_frames = num_frames
         self.mask_shape = (1, num_frames, height // latent_factor, width // latent_factor)
         self.prompt = prompt
@@ -172,7 +173,8 @@ class ClassClips:
         pixels = []
         for _ in range(batch_size):
             clip = self.clips[rng.integers(0, len(self.clips))]
-            start = int(rng.integers(0, clip.shape[1] - self.num_frames + 1))
-            pixels.append(clip[:, start : start + self.num_frames])
+            start = int(rng.integers(0, len(clip) - self.num_frames + 1))
+            window = clip[start : start + self.num_frames]
+            pixels.append(torch.stack([to_tensor(f) for f in window], dim=1))
         masks = torch.ones(batch_size, *self.mask_shape)
         return StaticClipBatch(torch.stack(pixels), masks, [self.prompt] * batch_size)
