@@ -114,6 +114,19 @@ def test_the_recipe_can_leave_out_temporal_cross_attention(tmp_path):
     assert model.unet.config.temporal_context_dim is None
 
 
+def test_the_recipe_can_train_a_model_with_16x16_latents(tmp_path):
+    recipe = dataclasses.replace(MICRO, latent_size=16)
+    model = load_base_model(str(train_base(tmp_path / "run", recipe, progress=False)))
+    video = torch.zeros(1, 3, 8, 32, 32)
+    with torch.no_grad():
+        latents = model.encode_video(video, generator=torch.Generator().manual_seed(0))
+    assert latents.shape == (1, 4, 8, 16, 16)
+    assert model.unet.config.channel_mult == (1, 2, 2)
+    assert model.unet.config.attention_resolutions == (2, 4)
+    with pytest.raises(UserError, match="latent_size is 8 or 16"):
+        BaseRecipe(latent_size=12)
+
+
 def test_color_dropout_leaves_the_object_color_out_of_some_captions():
     from customcrafter.shapes.world import ClipSpec
 

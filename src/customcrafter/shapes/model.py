@@ -11,6 +11,8 @@ differs from VideoCrafter2's: ``docs/results/shapes-base.md``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from diffusers import AutoencoderKL
 
@@ -60,6 +62,38 @@ VAE_CONFIG = {
     "sample_size": 32,
     "scaling_factor": 1.0,  # set from the data after the VAE is trained
 }
+#: the latent sizes the recipe offers (``--latent-size``): 8 ships; 16 keeps an object and
+#: its path twice as many latent pixels wide, at about 3x the UNet's cost per step
+LATENT_SIZES = (8, 16)
+
+
+def vae_config(latent_size: int = 8) -> dict:
+    """The VAE for 32x32 frames to ``latent_size`` squared latents (8: ``VAE_CONFIG``;
+    16: one down block fewer)."""
+    if latent_size == 8:
+        return dict(VAE_CONFIG)
+    if latent_size == 16:
+        return {
+            **VAE_CONFIG,
+            "down_block_types": ["DownEncoderBlock2D"] * 2,
+            "up_block_types": ["UpDecoderBlock2D"] * 2,
+            "block_out_channels": [32, 64],
+        }
+    raise ValueError(f"latent size {latent_size} is not one of {LATENT_SIZES}")
+
+
+def unet_config_for(latent_size: int = 8) -> VC2UNetConfig:
+    """``UNET_CONFIG``, with one more level for 16x16 latents (attention from 8x8 down, as
+    at the shipped size, so the added cost is the 16x16 convolutions)."""
+    if latent_size == 8:
+        return UNET_CONFIG
+    if latent_size == 16:
+        return dataclasses.replace(
+            UNET_CONFIG, channel_mult=(1, 2, 2), attention_resolutions=(2, 4)
+        )
+    raise ValueError(f"latent size {latent_size} is not one of {LATENT_SIZES}")
+
+
 TEXT_WIDTH, TEXT_LAYERS, TEXT_HEADS, CONTEXT_LENGTH = 64, 2, 4, 16
 SHAPES_DEFAULTS = ModelDefaults(
     num_frames=8,
@@ -93,13 +127,15 @@ def build_tokenizer(words: list[str]):
     )
 
 
-def build_shapes_model(seed: int = 0, unet_config: VC2UNetConfig | None = None):
+def build_shapes_model(
+    seed: int = 0, unet_config: VC2UNetConfig | None = None, vae: dict | None = None
+):
     """The shapes model with random weights (what ``train-base`` starts from); the UNet is
-    ``UNET_CONFIG`` unless ``unet_config`` is given."""
+    ``UNET_CONFIG`` and the VAE ``VAE_CONFIG`` unless others are given."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(vocabulary())
     unet = VC2UNet(unet_config or UNET_CONFIG)
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae = AutoencoderKL(**(vae or VAE_CONFIG))
     text_encoder = OpenCLIPTextEncoder(
         OpenCLIPTextConfig(
             vocab_size=len(tokenizer),

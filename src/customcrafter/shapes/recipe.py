@@ -56,9 +56,18 @@ class BaseRecipe:
         default=0.5,
         metadata=_help("share of timesteps from the noisiest third, where motion is decided"),
     )
+    latent_size: int = field(
+        default=8,
+        metadata=_help(
+            "latent frame size: 8 (ships) or 16 (one VAE down block fewer, one UNet level"
+            " more; about 3x the UNet cost per step)"
+        ),
+    )
     checkpoint_every: int = field(default=250, metadata=_help("steps between saved states"))
 
     def __post_init__(self) -> None:
+        if self.latent_size not in (8, 16):
+            raise UserError(f"latent_size is 8 or 16 (got {self.latent_size})")
         for name in ("caption_dropout", "color_dropout", "high_noise_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(

@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..io.files import atomic_path
 from ..models.videocrafter2 import VC2Components, write_converted
 from ..models.videocrafter2.unet import VC2UNetConfig
-from .model import UNET_CONFIG, VAE_CHUNK_SIZE, VAE_CONFIG, build_shapes_model
+from .model import VAE_CHUNK_SIZE, VAE_CONFIG, build_shapes_model, unet_config_for, vae_config
 from .recipe import BaseRecipe
 from .world import (
     BACKGROUNDS,
@@ -202,7 +202,7 @@ def train_base(
     saved = store.load()
     if saved is not None:
         _check_same_recipe(out, saved["recipe"], recipe)
-    model = build_shapes_model(recipe.seed, unet_config(recipe))
+    model = build_shapes_model(recipe.seed, unet_config(recipe), vae_config(recipe.latent_size))
     train_vae(model, recipe, store, saved, progress)
     train_denoiser(model, recipe, store, saved, progress)
     return export(model, out / "model", recipe)
@@ -337,9 +337,11 @@ def _steps(desc: str, start: int, stop: int, progress: bool) -> tqdm:
 
 
 def unet_config(recipe: BaseRecipe) -> VC2UNetConfig:
-    """The UNet the recipe trains: ``UNET_CONFIG`` with the recipe's temporal text setting."""
+    """The UNet the recipe trains: ``UNET_CONFIG`` (for its latent size) with the recipe's
+    temporal text setting."""
     return dataclasses.replace(
-        UNET_CONFIG, temporal_selfatt_only=not recipe.temporal_cross_attention
+        unet_config_for(recipe.latent_size),
+        temporal_selfatt_only=not recipe.temporal_cross_attention,
     )
 
 
