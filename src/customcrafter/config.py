@@ -118,7 +118,9 @@ class TrainConfig:
     lora_targets: str = setting(
         "spatial-qkv",
         help="layer preset: spatial-qkv (paper), spatial-cross-qkv (the paper's ablation "
-        "without self-attention), spatial-cross-kv (Custom Diffusion), spatial-qkvo",
+        "without self-attention), spatial-cross-kv (Custom Diffusion), spatial-qkvo. On Wan, "
+        "which has no temporal-only attention, the presets map to attn1 (self-attention over "
+        "all frames and patches) and attn2 (cross-attention) of every block",
     )
     lora_target_override: list[str] | None = setting(
         None,

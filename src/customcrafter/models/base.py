@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class ModelDefaults:
@@ -57,6 +59,14 @@ class BaseVideoModel(ABC):
     #: regex matching the module path of every *spatial* transformer block; the subject
     #: module's targets are the attention layers (attn1 / attn2) inside these blocks
     spatial_block_pattern: str = ""
+    #: trained with flow matching (velocity target, float timesteps, no DDPM betas)
+    flow_matching: bool = False
+    #: classifier-free guidance runs the negative and the prompt in one batched call
+    #: (``False``: two calls, as ``WanPipeline`` does, half the activation memory)
+    batch_guidance: bool = True
+    #: the text encoder puts a start token first (CLIP's); its cross-attention keys and
+    #: values get no gradient while training, as in Custom Diffusion
+    has_start_token: bool = True
 
     def __init__(
         self,
@@ -133,6 +143,17 @@ class BaseVideoModel(ABC):
         """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents, frame by frame."""
         return decode_frames(self.vae, latents, self.vae_chunk_size, device=self.device)
 
+    def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple:
+        """Shape of the initial noise for ``batch`` videos of this size (checked)."""
+        factor = self.vae_scale_factor
+        if height % factor or width % factor:
+            raise UserError(
+                f"height and width must be multiples of {factor} for this model, "
+                f"got {height}x{width}"
+            )
+        channels = self.unet.config.in_channels
+        return (batch, channels, num_frames, height // factor, width // factor)
+
     # --- denoiser ------------------------------------------------------------------------
     @abstractmethod
     def predict(
@@ -144,6 +165,10 @@ class BaseVideoModel(ABC):
     @property
     @abstractmethod
     def num_train_timesteps(self) -> int: ...
+
+    def sample_timesteps(self, count: int, generator: torch.Generator | None = None):
+        """Training timesteps ``[count]``, uniform over the schedule."""
+        return torch.randint(0, self.num_train_timesteps, (count,), generator=generator)
 
     @abstractmethod
     def add_noise(
@@ -174,7 +199,7 @@ class BaseVideoModel(ABC):
         if kwargs and self.offload:
             raise RuntimeError("the model is CPU-offloaded; choose the device before offloading")
         if kwargs:
-            for module in (self.unet, self.vae, self.text_encoder):
+            for module in self._components():
                 # nn.Module's own cast: diffusers' warns about float32 modules none of these have
                 nn.Module.to(module, **kwargs)
         return self
@@ -196,7 +221,7 @@ class BaseVideoModel(ABC):
             raise RuntimeError(f"CPU offload ({self.offload}) is already on")
         device = torch.device(device)
         self.to(device="cpu")
-        components = (self.text_encoder, self.unet, self.vae)
+        components = self._components()
         if mode == "sequential":
             for module in components:
                 cpu_offload(module, execution_device=device)
@@ -214,8 +239,12 @@ class BaseVideoModel(ABC):
         for hook in getattr(self, "_offload_hooks", []):
             hook.offload()
 
+    def _components(self) -> tuple[nn.Module, ...]:
+        """The frozen networks, in the order they run."""
+        return (self.text_encoder, self.unet, self.vae)
+
     def freeze(self) -> None:
-        for module in (self.unet, self.vae, self.text_encoder):
+        for module in self._components():
             module.requires_grad_(False)
             module.eval()
 
@@ -264,8 +293,11 @@ class BaseVideoModel(ABC):
 
 
 def vae_scale_factor(vae: nn.Module) -> int:
-    """Spatial down-sampling factor of a diffusers ``AutoencoderKL``: one halving per level
-    after the first."""
+    """Spatial down-sampling factor of a diffusers VAE: its ``scale_factor_spatial`` where
+    it says one (Wan's), else one halving per level after the first (``AutoencoderKL``)."""
+    factor = getattr(vae.config, "scale_factor_spatial", None)
+    if factor:
+        return int(factor)
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 

@@ -10,6 +10,7 @@ from ..errors import UserError
 from .base import BaseVideoModel
 from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
 from .videocrafter2 import VideoCrafter2Model, is_converted
+from .wan import WanModel, build_tiny_wan, is_wan_folder
 
 #: the shapes model this project trains, shipped as a converted folder in the package
 SHAPES_WEIGHTS = Path(__file__).resolve().parent.parent / "shapes" / "weights"
@@ -19,6 +20,8 @@ BASE_MODEL_HELP = (
     "'tiny' (a randomly initialised test model whose output is noise), "
     "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
     "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
+    "a diffusers Wan folder or hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers' "
+    "(optionally prefixed 'wan:'; 'tiny-wan' is a random test one), "
     "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
     "or a folder written by 'customcrafter convert videocrafter2'"
 )
@@ -42,6 +45,10 @@ def load_base_model(
         raise UserError("a base config applies only to 'videocrafter2:' checkpoints")
     if spec == "tiny":
         model: BaseVideoModel = build_tiny_t2v()
+    elif spec == "tiny-wan":
+        model = build_tiny_wan()
+    elif spec.startswith("wan:") or _names_wan(spec):
+        model = WanModel.from_pretrained(spec.removeprefix("wan:"), torch_dtype=dtype)
     elif spec == "shapes":
         model = VideoCrafter2Model.from_converted(SHAPES_WEIGHTS)
         model.name = "shapes"
@@ -67,3 +74,17 @@ def load_base_model(
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _names_wan(spec: str) -> bool:
+    """A Wan folder, or a hub id whose cached ``model_index.json`` names a Wan pipeline."""
+    if Path(spec).exists():
+        return is_wan_folder(spec)
+    if spec.count("/") != 1 or ":" in spec:
+        return False
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a diffusers dependency
+        return False
+    cached = try_to_load_from_cache(spec, "model_index.json")
+    return isinstance(cached, str) and is_wan_folder(Path(cached).parent)

@@ -188,12 +188,7 @@ class CustomCrafterPipeline:
                     f"give one first prompt per prompt: {len(firsts)} for {len(prompts)}"
                 )
             firsts = self._prepare_prompts(firsts, warn=False)
-        factor = model.vae_scale_factor
-        if s.height % factor or s.width % factor:
-            raise UserError(
-                f"height and width must be multiples of {factor} for this model, "
-                f"got {s.height}x{s.width}"
-            )
+        shape = model.latent_shape(len(prompts), s.num_frames, s.height, s.width)
         if generator is None:
             generator = torch.Generator().manual_seed(0 if s.seed is None else s.seed)
 
@@ -213,14 +208,13 @@ class CustomCrafterPipeline:
             texts = firsts if firsts is not None and i < first_steps else prompts
             return texts if with_token[i] else [strip_tokens(t) for t in texts]
 
-        channels = model.unet.config.in_channels
-        shape = (b, channels, s.num_frames, s.height // factor, s.width // factor)
         latents = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
         latents = latents * getattr(sampler, "init_noise_sigma", 1.0)
 
         # the module in the prompt's branch only: two UNet calls a step, the LoRA unfolded
-        split = use_cfg and self.subject is not None and getattr(schedule, "cond_only", False)
-        fold = fold_lora and not model.offload and not split
+        cond_only = self.subject is not None and getattr(schedule, "cond_only", False)
+        split = use_cfg and (cond_only or not model.batch_guidance)
+        fold = fold_lora and not model.offload and not (use_cfg and cond_only)
         with self._weighting(fold) as apply_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
@@ -228,19 +222,18 @@ class CustomCrafterPipeline:
                 if callback is not None:
                     callback(i, int(t), weights[i])
                 if split:
-                    t_batch = torch.full((b,), int(t), device=device, dtype=torch.long)
+                    t_batch = _timesteps(t, b, device)
                     negative, positive = context(texts_at(i)).chunk(2)
-                    apply_weight(0.0)
-                    uncond = model.predict(latents, t_batch, negative, s.fps)
                     apply_weight(weights[i])
                     cond = model.predict(latents, t_batch, positive, s.fps)
+                    if cond_only:
+                        apply_weight(0.0)
+                    uncond = model.predict(latents, t_batch, negative, s.fps)
                     out = uncond + s.guidance_scale * (cond - uncond)
                 else:
                     apply_weight(weights[i])
                     model_in = torch.cat([latents, latents]) if use_cfg else latents
-                    t_batch = torch.full(
-                        (model_in.shape[0],), int(t), device=device, dtype=torch.long
-                    )
+                    t_batch = _timesteps(t, model_in.shape[0], device)
                     out = model.predict(model_in, t_batch, context(texts_at(i)), s.fps)
                     if use_cfg:
                         uncond, cond = out.chunk(2)
@@ -251,6 +244,15 @@ class CustomCrafterPipeline:
         model.release_offloaded()
         videos = ((videos + 1) / 2).clamp(0, 1)
         return VideoOutput(videos=videos, weights=weights, prompts=prompts, fps=s.fps)
+
+
+def _timesteps(t: torch.Tensor, count: int, device) -> torch.Tensor:
+    """The step's timestep for ``count`` samples, in the sampler's dtype (integer for the
+    DDPM-trained models, float for some flow-matching schedulers)."""
+    t = torch.as_tensor(t)
+    if not t.is_floating_point():
+        t = t.long()
+    return t.to(device).reshape(()).expand(count)
 
 
 class _Contexts:

@@ -10,10 +10,17 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..errors import UserError
 from ..models.base import BaseVideoModel
 from ..models.videocrafter2.schedule import VC2NoiseSchedule
 
-__all__ = ["VC2DDIMSampler", "VC2DDIMStepOutput", "make_sampler", "noise_levels"]
+__all__ = [
+    "FlowMatchingSampler",
+    "VC2DDIMSampler",
+    "VC2DDIMStepOutput",
+    "make_sampler",
+    "noise_levels",
+]
 
 
 def make_sampler(model: BaseVideoModel):
@@ -23,7 +30,46 @@ def make_sampler(model: BaseVideoModel):
     ``DDIMScheduler`` from the model's scheduler config."""
     if isinstance(model.noise_schedule, VC2NoiseSchedule):
         return VC2DDIMSampler(model.noise_schedule)
+    if model.flow_matching:
+        return FlowMatchingSampler(model.make_scheduler())
     return DDIMScheduler.from_config(model.scheduler_config)
+
+
+class FlowMatchingSampler:
+    """A diffusers flow-matching scheduler (UniPC with flow sigmas, flow-match Euler: the
+    model's own) behind the pipeline's sampler interface. These samplers are
+    deterministic: ``eta`` other than 0 is refused."""
+
+    init_noise_sigma = 1.0
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    @property
+    def order(self) -> int:
+        return int(getattr(self.scheduler, "order", 1))
+
+    def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None):
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.scheduler.timesteps
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """The flow noise level of each step (``x_t = (1 - s) x_0 + s noise``), then 0."""
+        return self.scheduler.sigmas
+
+    def step(self, model_output, timestep, sample, eta: float = 0.0, generator=None):
+        if eta:
+            raise UserError(
+                f"eta {eta} asks for DDIM's fresh noise; this model's flow-matching sampler "
+                f"({type(self.scheduler).__name__}) is deterministic: use --eta 0"
+            )
+        return self.scheduler.step(model_output, timestep, sample, return_dict=True)
 
 
 @dataclass
@@ -151,6 +197,8 @@ def noise_levels(sampler) -> list[float]:
     noise-to-signal ratio ``sqrt(1 - abar_t) / (sqrt(abar_t) s_t)`` of a DDPM-trained model
     (``s_t`` is VideoCrafter2's signal scaling, 1 elsewhere), as ComfyUI reports a step's
     sigma; a flow-matching scheduler's own ``sigmas``."""
+    if isinstance(sampler, FlowMatchingSampler):
+        return [float(s) for s in sampler.sigmas[: len(sampler.timesteps)]]
     timesteps = sampler.timesteps.cpu().long()
     if isinstance(sampler, VC2DDIMSampler):
         abar = sampler.schedule.alphas_cumprod.cpu().double()[timesteps]

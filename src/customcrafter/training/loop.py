@@ -77,6 +77,8 @@ def detach_start_token(model: BaseVideoModel) -> list:
     and values of the start token. Returns the hook handles."""
     modules = dict(model.unet.named_modules())
     handles = []
+    if not model.has_start_token:  # T5's first position is the prompt's first word
+        return handles
     for block in model.spatial_blocks():
         for proj in ("to_k", "to_v"):
             handles.append(
@@ -181,9 +183,7 @@ def compute_loss(
     with torch.no_grad():
         latents = model.encode_video(pixels.to(device=device, dtype=dtype), generator=generator)
     noise = torch.randn(latents.shape, generator=generator).to(device=device, dtype=latents.dtype)
-    timesteps = torch.randint(
-        0, model.num_train_timesteps, (latents.shape[0],), generator=generator
-    ).to(device)
+    timesteps = model.sample_timesteps(latents.shape[0], generator).to(device)
     noisy = model.add_noise(latents, noise, timesteps)
     target = model.training_target(latents, noise, timesteps)
     input_ids = model.tokenize(prompts).to(device)
@@ -191,6 +191,10 @@ def compute_loss(
     diff = pred.float() - target.float()
     err = diff.square() if config.loss == "mse" else diff.abs()
     masks = masks.to(device=device, dtype=err.dtype)
+    if masks.shape[2] != err.shape[2]:
+        # a VAE that folds frames together (Wan's: 4n+1 -> n+1); the masks of a static
+        # clip are the same in every frame, and 1 everywhere for a class clip
+        masks = masks[:, :, :1]
     per_sample = (err * masks).sum(dim=(1, 2, 3, 4)) / (
         masks.sum(dim=(1, 2, 3, 4)) * err.shape[1]
     ).clamp(min=1)
@@ -235,6 +239,7 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     factor = model.vae_scale_factor
     if height % factor or width % factor:
         raise UserError(f"--height and --width must be multiples of {factor}, got {height}x{width}")
+    model.latent_shape(1, config.train_frames, height, width)  # the model's own checks
 
     # class images come from the plain base model, before the subject module exists
     if use_prior and class_paths is None:

@@ -1,0 +1,429 @@
+"""Wan (2.1 T2V 1.3B / 14B, 2.2 TI2V 5B, 2.2 T2V A14B) from its diffusers folder.
+
+Built on diffusers' own classes: ``WanTransformer3DModel`` (the denoiser, kept in the
+interface's ``unet`` slot), ``AutoencoderKLWan`` (a causal 3D VAE: ``4n + 1`` frames become
+``n + 1`` latent frames, an image one), the UMT5 text encoder and the model's own
+flow-matching scheduler. Wan 2.2 A14B has two experts: ``transformer`` for the noisy steps
+and ``transformer_2`` below ``boundary_ratio`` of the schedule.
+
+Wan's blocks have no temporal-only attention: ``blocks.N.attn1`` attends over every frame
+and patch, ``attn2`` is the cross-attention to the text. The paper's spatial presets
+therefore map to ``attn1`` and ``attn2`` of every block (``--lora-target-override`` takes
+other projections).
+
+Training is Wan's flow matching: ``x_t = (1 - sigma) x_0 + sigma * noise`` with
+``t = 1000 sigma``, the velocity ``noise - x_0`` as the target, and sigma drawn uniformly
+and then shifted by the scheduler's ``flow_shift`` (as the sampler's steps are).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .base import BaseVideoModel, ModelDefaults
+
+#: one transformer block per spatial-block slot: every Wan block holds attn1 and attn2
+WAN_BLOCK_PATTERN = r"blocks\.\d+"
+
+#: the negative prompt Wan's own sampling code uses by default (its ``sample_neg_prompt``)
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，"
+    "最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，"
+    "画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
+    "杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+#: the settings each Wan release recommends (its model card and diffusers' examples); the
+#: flow shift is the scheduler config's own
+_WAN21 = ModelDefaults(
+    num_frames=81,
+    height=480,
+    width=832,
+    fps=16,
+    num_inference_steps=50,
+    guidance_scale=5.0,
+    negative_prompt=WAN_NEGATIVE_PROMPT,
+)
+_WAN22_TI2V = dataclasses.replace(_WAN21, num_frames=121, height=704, width=1280, fps=24)
+_WAN22_A14B = dataclasses.replace(
+    _WAN21, height=720, width=1280, num_inference_steps=40, guidance_scale=4.0
+)
+
+
+def is_wan_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a diffusers folder whose pipeline is a Wan pipeline."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return False
+    try:
+        return str(json.loads(index.read_text()).get("_class_name", "")).startswith("Wan")
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def check_num_frames(num_frames: int) -> None:
+    """Wan's VAE takes ``4n + 1`` frames (1, 5, 9, ..., 81)."""
+    if num_frames < 1 or (num_frames - 1) % 4:
+        below = max(1, (num_frames - 1) // 4 * 4 + 1)
+        raise UserError(
+            f"Wan takes 4n+1 frames (1, 5, 9, ..., 81), got {num_frames}; "
+            f"use {below} or {below + 4}"
+        )
+
+
+class WanModel(BaseVideoModel):
+    """A Wan text-to-video model behind the base-model interface."""
+
+    spatial_block_pattern = WAN_BLOCK_PATTERN
+    flow_matching = True
+    batch_guidance = False  # as WanPipeline: two calls, half the activations
+    has_start_token = False  # UMT5 has none
+
+    def __init__(
+        self,
+        name: str,
+        transformer: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer,
+        scheduler_config: dict,
+        defaults: ModelDefaults | None = None,
+        transformer_2: nn.Module | None = None,
+        boundary_ratio: float | None = None,
+        expand_timesteps: bool = False,
+        max_sequence_length: int = 512,
+    ):
+        if (transformer_2 is None) != (boundary_ratio is None):
+            raise UserError("a two-expert Wan model needs both transformer_2 and boundary_ratio")
+        self.scheduler_config = dict(scheduler_config)
+        self.noise_schedule = None
+        self.transformer_2 = transformer_2
+        self.boundary_ratio = boundary_ratio
+        self.expand_timesteps = bool(expand_timesteps)
+        self.max_sequence_length = int(max_sequence_length)
+        if defaults is None:
+            defaults = _release_defaults(vae, transformer_2, expand_timesteps)
+        super().__init__(name, transformer, vae, text_encoder, tokenizer, defaults)
+        self.vae_scale_factor = int(vae.config.scale_factor_spatial)
+        self.vae_scale_factor_temporal = int(vae.config.scale_factor_temporal)
+
+    # --- construction --------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype | None = None):
+        """A diffusers Wan folder, or a hub id in the local Hugging Face cache."""
+        from diffusers import WanPipeline
+
+        path = Path(name_or_path)
+        if path.exists() and not is_wan_folder(path):
+            raise UserError(
+                f"{path} is not a diffusers Wan folder: its model_index.json is missing or "
+                "names another pipeline (Wan folders come from e.g. "
+                "Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
+            )
+        kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        try:
+            pipe = WanPipeline.from_pretrained(name_or_path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise UserError(
+                f"could not load the Wan model {name_or_path!r}: {exc}\n"
+                "Give a local diffusers Wan folder, or a hub id that is in your Hugging Face "
+                "cache (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)."
+            ) from exc
+        return cls.from_pipeline(pipe, str(name_or_path))
+
+    @classmethod
+    def from_pipeline(cls, pipe, name: str = "wan", defaults: ModelDefaults | None = None):
+        """Take the components of a diffusers ``WanPipeline``."""
+        if pipe.transformer is None:
+            raise UserError("this Wan pipeline has no high-noise transformer")
+        return cls(
+            name,
+            pipe.transformer,
+            pipe.vae,
+            pipe.text_encoder,
+            pipe.tokenizer,
+            scheduler_config(pipe.scheduler),
+            defaults,
+            transformer_2=getattr(pipe, "transformer_2", None),
+            boundary_ratio=pipe.config.get("boundary_ratio"),
+            expand_timesteps=bool(pipe.config.get("expand_timesteps", False)),
+        )
+
+    def to_pipeline(self):
+        """A diffusers ``WanPipeline`` on the same component objects (for comparisons and
+        for saving the folder layout)."""
+        from diffusers import WanPipeline
+
+        return WanPipeline(
+            tokenizer=self.tokenizer,
+            text_encoder=self.text_encoder,
+            vae=self.vae,
+            scheduler=self.make_scheduler(),
+            transformer=self.unet,
+            transformer_2=self.transformer_2,
+            boundary_ratio=self.boundary_ratio,
+            expand_timesteps=self.expand_timesteps,
+        )
+
+    def make_scheduler(self):
+        """A fresh instance of the model's own scheduler."""
+        import diffusers
+
+        name = self.scheduler_config.get("_class_name", "UniPCMultistepScheduler")
+        scheduler_class = getattr(diffusers, name, None)
+        if scheduler_class is None:
+            raise UserError(f"diffusers has no scheduler {name!r} (from the model's config)")
+        return scheduler_class.from_config(self.scheduler_config)
+
+    @property
+    def flow_shift(self) -> float:
+        """The timestep shift of the model's scheduler (1.0: none)."""
+        config = self.scheduler_config
+        if config.get("use_flow_sigmas") or "flow_shift" in config:
+            return float(config.get("flow_shift", 1.0))
+        return float(config.get("shift", 1.0))
+
+    # --- text ---------------------------------------------------------------------------
+    @property
+    def max_text_length(self) -> int:
+        return self.max_sequence_length
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        return super().tokenize([prompt_clean(p) for p in prompts])
+
+    def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """UMT5's last hidden states, zero past each prompt's tokens (as ``WanPipeline``)."""
+        ids = input_ids.to(self.device)
+        mask = ids.ne(self.tokenizer.pad_token_id).long()
+        hidden = self.text_encoder(ids, mask).last_hidden_state
+        return hidden * mask.unsqueeze(-1).to(hidden.dtype)
+
+    # --- video <-> latents ----------------------------------------------------------------
+    def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple:
+        check_num_frames(num_frames)
+        patch = self.unet.config.patch_size
+        multiple = self.vae_scale_factor * patch[1]
+        if height % multiple or width % multiple:
+            raise UserError(
+                f"height and width must be multiples of {multiple} for this Wan model "
+                f"(VAE {self.vae_scale_factor}x, patches {patch[1]}x{patch[2]}), "
+                f"got {height}x{width}"
+            )
+        frames = (num_frames - 1) // self.vae_scale_factor_temporal + 1
+        f = self.vae_scale_factor
+        return (batch, int(self.unet.config.in_channels), frames, height // f, width // f)
+
+    def _latent_stats(self, like: torch.Tensor):
+        config = self.vae.config
+        shape = (1, config.z_dim, 1, 1, 1)
+        mean = torch.tensor(config.latents_mean).view(shape).to(like.device, like.dtype)
+        inv_std = 1.0 / torch.tensor(config.latents_std).view(shape).to(like.device, like.dtype)
+        return mean, inv_std
+
+    def encode_video(self, video: torch.Tensor, generator: torch.Generator | None = None):
+        """Normalised latents of ``video`` ``[b, 3, 4n+1, h, w]`` (one frame: an image)."""
+        check_num_frames(video.shape[2])
+        video = video.to(device=self.device, dtype=self.vae.dtype)
+        dist = self.vae.encode(video).latent_dist
+        noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
+        latents = dist.mean + dist.std * noise.to(dist.mean.device)
+        mean, inv_std = self._latent_stats(latents)
+        return (latents - mean) * inv_std
+
+    def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents.to(device=self.device, dtype=self.vae.dtype)
+        mean, inv_std = self._latent_stats(latents)
+        return self.vae.decode(latents / inv_std + mean, return_dict=False)[0]
+
+    # --- denoiser ------------------------------------------------------------------------
+    def expert(self, timestep: float) -> nn.Module:
+        """The transformer that denoises at ``timestep`` (A14B: by ``boundary_ratio``)."""
+        if self.transformer_2 is None:
+            return self.unet
+        boundary = self.boundary_ratio * self.num_train_timesteps
+        return self.unet if timestep >= boundary else self.transformer_2
+
+    def predict(self, latents, timesteps, context, fps):
+        model = self.expert(float(timesteps.flatten()[0]))
+        if self.expand_timesteps:  # Wan 2.2 TI2V: one timestep per latent patch
+            patch = model.config.patch_size
+            f, h, w = latents.shape[2:]
+            count = (f // patch[0]) * (h // patch[1]) * (w // patch[2])
+            timesteps = timesteps.view(-1, 1).expand(-1, count)
+        return model(
+            hidden_states=latents.to(model.dtype),
+            timestep=timesteps,
+            encoder_hidden_states=context.to(model.dtype),
+            return_dict=False,
+        )[0]
+
+    def checkpoint_blocks(self):
+        return list(self.unet.blocks)
+
+    # --- flow matching -------------------------------------------------------------------
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    def sample_timesteps(self, count: int, generator: torch.Generator | None = None):
+        """Training timesteps: sigma uniform in (0, 1), shifted by ``flow_shift``."""
+        u = torch.rand(count, generator=generator)
+        shift = self.flow_shift
+        sigma = shift * u / (1 + (shift - 1) * u)
+        return sigma * self.num_train_timesteps
+
+    def _sigma(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        sigma = timesteps.to(device=like.device, dtype=torch.float32) / self.num_train_timesteps
+        return sigma.view(-1, *([1] * (like.ndim - 1)))
+
+    def add_noise(self, x0, noise, timesteps):
+        sigma = self._sigma(timesteps, x0)
+        return ((1 - sigma) * x0.float() + sigma * noise.float()).to(x0.dtype)
+
+    def training_target(self, x0, noise, timesteps):
+        return noise - x0
+
+    # --- housekeeping ----------------------------------------------------------------------
+    def _components(self) -> tuple[nn.Module, ...]:
+        experts = (self.unet,) if self.transformer_2 is None else (self.unet, self.transformer_2)
+        return (self.text_encoder, *experts, self.vae)
+
+
+def scheduler_config(scheduler) -> dict:
+    """A scheduler's config with its class name (which ``make_scheduler`` builds)."""
+    return {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
+
+
+def _release_defaults(vae, transformer_2, expand_timesteps: bool) -> ModelDefaults:
+    if transformer_2 is not None:
+        return _WAN22_A14B
+    if expand_timesteps or int(vae.config.scale_factor_spatial) == 16:
+        return _WAN22_TI2V
+    return _WAN21
+
+
+# --- tiny Wan built in code (tests, offline smoke runs) ----------------------------------------
+
+#: words the tiny tokenizer knows (anything else is <unk>)
+TINY_WORDS = (
+    "a dog cat toy mug photo of video the on in at with and running jumping swimming "
+    "surfing walking grass beach snow street sky red blue green static"
+).split()
+
+
+def build_tiny_tokenizer():
+    """A T5 tokenizer made in code: a SentencePiece-style unigram model over ``TINY_WORDS``
+    (``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, every sequence ended by ``</s>``, as T5's),
+    wrapped in ``T5TokenizerFast``; it saves and loads as Wan's own does."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("\u2581" + word, -1.0) for word in dict.fromkeys(TINY_WORDS)]
+    core = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    core.normalizer = normalizers.Lowercase()
+    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    core.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    core.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(
+        tokenizer_object=core,
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=512,
+    )
+
+
+def build_tiny_wan(
+    seed: int = 0,
+    two_experts: bool = False,
+    max_sequence_length: int = 16,
+    scheduler: str = "unipc",
+) -> WanModel:
+    """A randomly initialised Wan of the real classes, small enough for a CPU test: a
+    2-block transformer (24-wide heads), a 4-level VAE of width 3, a 2-layer UMT5. Its
+    output is noise; it exists to exercise code. ``two_experts``: an A14B-style pair switched
+    at ``boundary_ratio`` 0.875."""
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = build_tiny_tokenizer()
+    vae = AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+
+    def transformer():
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+
+    first = transformer()
+    second = transformer() if two_experts else None
+    if scheduler == "unipc":
+        sched = UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+        )
+    elif scheduler == "euler":
+        sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    else:
+        raise ValueError(f"scheduler is 'unipc' or 'euler', got {scheduler!r}")
+    defaults = ModelDefaults(
+        num_frames=9, height=16, width=16, fps=16, num_inference_steps=4, guidance_scale=5.0
+    )
+    return WanModel(
+        "tiny-wan",
+        first,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler_config(sched),
+        defaults,
+        transformer_2=second,
+        boundary_ratio=0.875 if two_experts else None,
+        max_sequence_length=max_sequence_length,
+    )

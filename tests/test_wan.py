@@ -1,0 +1,214 @@
+"""Wan as a base model, on tiny components of the real diffusers classes built in code."""
+
+import json
+
+import pytest
+import torch
+
+from customcrafter.config import TrainConfig
+from customcrafter.errors import UserError
+from customcrafter.models import build_tiny_t2v, load_base_model
+from customcrafter.models.wan import (
+    WAN_NEGATIVE_PROMPT,
+    WanModel,
+    build_tiny_tokenizer,
+    build_tiny_wan,
+)
+from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
+from customcrafter.sampling.samplers import FlowMatchingSampler, make_sampler, noise_levels
+from customcrafter.subject import SpatialSubjectModule
+from customcrafter.subject.targets import resolve_targets
+from customcrafter.training import train
+
+PROMPT, NEGATIVE = "a dog running on the beach", "static"
+SETTINGS = dict(height=16, width=16, num_frames=9, num_inference_steps=4, guidance_scale=5.0)
+
+
+def _diffusers_video(model: WanModel, seed: int) -> torch.Tensor:
+    frames = model.to_pipeline()(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        max_sequence_length=model.max_sequence_length,
+        **SETTINGS,
+    ).frames
+    return frames.permute(0, 2, 1, 3, 4)  # [b, f, 3, h, w] -> [b, 3, f, h, w]
+
+
+@pytest.mark.parametrize(
+    "two_experts,scheduler", [(False, "unipc"), (False, "euler"), (True, "unipc")]
+)
+def test_sampling_equals_diffusers_wan_pipeline_number_for_number(two_experts, scheduler):
+    model = build_tiny_wan(two_experts=two_experts, scheduler=scheduler)
+    ours = CustomCrafterPipeline(model)(
+        PROMPT, negative_prompt=NEGATIVE, seed=3, progress=False, **SETTINGS
+    ).videos
+    assert torch.equal(ours, _diffusers_video(model, 3))
+
+
+def test_the_two_experts_split_the_steps_at_the_boundary():
+    model = build_tiny_wan(two_experts=True)
+    seen = {"high": [], "low": []}
+    model.unet.register_forward_hook(
+        lambda m, a, k, o: seen["high"].append(k["timestep"][0]), with_kwargs=True
+    )
+    model.transformer_2.register_forward_hook(
+        lambda m, a, k, o: seen["low"].append(k["timestep"][0]), with_kwargs=True
+    )
+    CustomCrafterPipeline(model)(PROMPT, seed=0, progress=False, **SETTINGS)
+    boundary = model.boundary_ratio * model.num_train_timesteps
+    assert seen["high"] and seen["low"]
+    assert all(t >= boundary for t in seen["high"]) and all(t < boundary for t in seen["low"])
+
+
+def test_frames_must_be_4n_plus_1_and_sizes_fit_the_patches():
+    pipe = CustomCrafterPipeline(build_tiny_wan())
+    with pytest.raises(UserError, match=r"4n\+1 frames .* got 8; use 5 or 9"):
+        pipe(PROMPT, num_frames=8, height=16, width=16, progress=False)
+    with pytest.raises(UserError, match="multiples of 16"):
+        pipe(PROMPT, num_frames=5, height=24, width=16, progress=False)
+
+
+def test_a_wan_folder_loads_by_its_path_and_another_folder_is_refused(tmp_path):
+    model = build_tiny_wan(two_experts=True)
+    model.to_pipeline().save_pretrained(tmp_path / "wan")
+    loaded = load_base_model(str(tmp_path / "wan"))
+    assert isinstance(loaded, WanModel) and loaded.boundary_ratio == 0.875
+    assert loaded.transformer_2 is not None
+    assert loaded.defaults.num_frames == 81 and loaded.defaults.num_inference_steps == 40
+    assert (loaded.defaults.height, loaded.defaults.width) == (720, 1280)
+    assert loaded.defaults.negative_prompt == WAN_NEGATIVE_PROMPT
+    build_tiny_wan().to_pipeline().save_pretrained(tmp_path / "wan21")
+    one = load_base_model(f"wan:{tmp_path / 'wan21'}")
+    assert one.transformer_2 is None and one.defaults.num_inference_steps == 50
+    assert (one.defaults.num_frames, one.defaults.height, one.defaults.width) == (81, 480, 832)
+    latents = torch.randn(1, 16, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    context = torch.zeros(1, 16, 32)
+    for t in (999, 100):  # both experts came back, with equal weights
+        timesteps = torch.tensor([t])
+        torch.testing.assert_close(  # equal up to float32 rounding of the reloaded tensors
+            loaded.predict(latents, timesteps, context, 16),
+            model.predict(latents, timesteps, context, 16),
+            atol=1e-6,
+            rtol=0,
+        )
+    for name in ("unet", "transformer_2", "vae", "text_encoder"):
+        ours, theirs = getattr(model, name).state_dict(), getattr(loaded, name).state_dict()
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(v, theirs[k]) for k, v in ours.items()), name
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(UserError, match="not a diffusers Wan folder"):
+        load_base_model(f"wan:{other}")
+
+
+def test_prompts_are_encoded_as_wan_pipeline_pads_them():
+    model = build_tiny_wan()
+    ours = model.encode_prompts([PROMPT, "a cat"])
+    theirs, _ = model.to_pipeline().encode_prompt(
+        [PROMPT, "a cat"], do_classifier_free_guidance=False, max_sequence_length=16
+    )
+    assert torch.equal(ours, theirs)
+    assert ours[1, 3:].abs().sum() == 0  # "a cat </s>", then zeros
+
+
+def test_the_tokenizer_made_in_code_ends_prompts_and_takes_new_tokens():
+    tokenizer = build_tiny_tokenizer()
+    ids = tokenizer("a dog", padding="max_length", max_length=5).input_ids
+    assert ids == [3, 4, 1, 0, 0]
+    tokenizer.add_tokens(["<new1>"])
+    assert tokenizer.convert_tokens_to_ids("<new1>") == len(tokenizer) - 1
+
+
+def test_flow_matching_noise_target_and_shifted_timesteps():
+    model = build_tiny_wan()
+    x0 = torch.randn(2, 16, 3, 2, 2)
+    noise = torch.randn(2, 16, 3, 2, 2)
+    t = torch.tensor([250.0, 750.0])
+    noisy = model.add_noise(x0, noise, t)
+    velocity = model.training_target(x0, noise, t)
+    sigma = (t / 1000).view(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(noisy - sigma * velocity, x0)  # one Euler step to sigma 0
+    torch.testing.assert_close(noisy + (1 - sigma) * velocity, noise)
+    draws = model.sample_timesteps(4000, torch.Generator().manual_seed(0))
+    assert 0 < draws.min() and draws.max() < 1000
+    # shift 3: sigma = 3u / (1 + 2u), so the median u = 0.5 lands at sigma 0.75
+    assert abs(draws.median().item() - 750) < 25
+
+
+def test_the_sampler_is_the_models_own_and_reports_flow_sigmas():
+    model = build_tiny_wan()
+    sampler = make_sampler(model)
+    assert isinstance(sampler, FlowMatchingSampler)
+    assert type(sampler.scheduler).__name__ == "UniPCMultistepScheduler"
+    sampler.set_timesteps(4)
+    sigmas = noise_levels(sampler)
+    assert len(sigmas) == 4 and sigmas[0] > sigmas[-1] > 0 and sigmas[0] <= 1
+    with pytest.raises(UserError, match="deterministic"):
+        CustomCrafterPipeline(model)(PROMPT, eta=1.0, progress=False, **SETTINGS)
+
+
+def test_the_papers_preset_maps_to_attn1_and_attn2_of_every_block():
+    model = build_tiny_wan()
+    targets = resolve_targets(model, "spatial-qkv")
+    expected = [f"blocks.{n}.{a}.{p}" for n in range(2) for a in ("attn1", "attn2") for p in "qkv"]
+    assert [t.replace(".to_", ".") for t in targets] == expected
+    assert resolve_targets(model, "spatial-cross-kv") == [
+        f"blocks.{n}.attn2.to_{p}" for n in range(2) for p in "kv"
+    ]
+
+
+@pytest.mark.parametrize("frames", [1, 5])
+def test_a_subject_trains_on_wan_and_samples_with_dwvs(tmp_path, instance_dir, class_dir, frames):
+    model = build_tiny_wan()
+    frozen = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    config = TrainConfig(
+        base="tiny-wan",
+        instance_data_dir=str(instance_dir),
+        instance_prompt="video of a <new1> dog",
+        class_prompt="video of a dog",
+        class_data_dir=str(class_dir),
+        output_dir=str(tmp_path / "out"),
+        max_train_steps=3,
+        checkpointing_steps=3,
+        learning_rate=1e-2,
+        train_frames=frames,
+        height=16,
+        width=16,
+    )
+    path = train(config, model=model, progress=False)
+    after = model.unet.state_dict()
+    for key, before in frozen.items():
+        base_key = key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        assert torch.equal(before, after.get(key, after.get(base_key))), key
+    pipe = CustomCrafterPipeline.from_pretrained(subject=path)
+    assert isinstance(pipe.model, WanModel)
+    schedule = DynamicWeightSchedule(0.4, 0.8, 2)
+    folded = pipe("a <new1> dog running", schedule=schedule, progress=False, seed=1)
+    unfolded = pipe(
+        "a <new1> dog running", schedule=schedule, progress=False, seed=1, fold_lora=False
+    )
+    assert folded.weights == [0.4, 0.4, 0.8, 0.8]
+    torch.testing.assert_close(folded.videos, unfolded.videos, atol=1e-5, rtol=0)
+    with pytest.raises(UserError):
+        SpatialSubjectModule.load(path, build_tiny_t2v())  # made for another base
+
+
+def test_wan_training_frames_must_be_4n_plus_1(tmp_path, instance_dir, class_dir):
+    config = TrainConfig(
+        base="tiny-wan",
+        instance_data_dir=str(instance_dir),
+        instance_prompt="video of a <new1> dog",
+        class_prompt="video of a dog",
+        class_data_dir=str(class_dir),
+        output_dir=str(tmp_path / "out"),
+        max_train_steps=1,
+        train_frames=8,
+        height=16,
+        width=16,
+    )
+    with pytest.raises(UserError, match=r"4n\+1"):
+        train(config, model=build_tiny_wan(), progress=False)
+    assert not (tmp_path / "out" / "subject.safetensors").exists()
