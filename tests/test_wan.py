@@ -1,10 +1,13 @@
 """Wan as a base model, on tiny components of the real diffusers classes built in code."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from customcrafter.cli import main
 from customcrafter.config import TrainConfig
 from customcrafter.errors import UserError
 from customcrafter.models import build_tiny_t2v, load_base_model
@@ -17,6 +20,7 @@ from customcrafter.models.wan import (
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from customcrafter.sampling.samplers import FlowMatchingSampler, make_sampler, noise_levels
 from customcrafter.subject import SpatialSubjectModule
+from customcrafter.subject.export import export_subject
 from customcrafter.subject.targets import resolve_targets
 from customcrafter.training import train
 
@@ -212,3 +216,84 @@ def test_wan_training_frames_must_be_4n_plus_1(tmp_path, instance_dir, class_dir
     with pytest.raises(UserError, match=r"4n\+1"):
         train(config, model=build_tiny_wan(), progress=False)
     assert not (tmp_path / "out" / "subject.safetensors").exists()
+
+
+def _subject_with_random_lora(tmp_path) -> Path:
+    """A Wan subject module whose LoRA visibly changes the video (B drawn at random)."""
+    module = SpatialSubjectModule.create(build_tiny_wan(), {"<new1>": "dog"})
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in module.layers.values():
+            b = layer.lora_B["subject"].weight
+            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
+    return module.save(tmp_path / "subject.safetensors")
+
+
+@pytest.mark.parametrize("fmt", ["comfyui", "diffusers"])
+def test_an_exported_lora_in_wan_pipeline_gives_our_video_at_weight_1(tmp_path, fmt):
+    path = _subject_with_random_lora(tmp_path)
+    out = export_subject(path, tmp_path / f"{fmt}.safetensors", fmt, drop_token=True)
+    keys = set(load_file(str(out)))
+    if fmt == "comfyui":
+        assert "diffusion_model.blocks.1.self_attn.q.lora_A.weight" in keys
+        assert "diffusion_model.blocks.0.cross_attn.v.alpha" in keys
+    else:
+        assert "transformer.blocks.1.attn1.to_q.lora_B.weight" in keys
+    prompt = "a dog running"  # the LoRA alone: the class word, no learnt token
+    ours = CustomCrafterPipeline.from_pretrained(subject=path)(
+        prompt,
+        schedule=DynamicWeightSchedule.constant(1.0),
+        negative_prompt=NEGATIVE,
+        seed=2,
+        progress=False,
+        **SETTINGS,
+    ).videos
+    pipe = build_tiny_wan().to_pipeline()
+    pipe.load_lora_weights(str(out), adapter_name="subject")
+    theirs = pipe(
+        prompt,
+        negative_prompt=NEGATIVE,
+        generator=torch.Generator().manual_seed(2),
+        output_type="pt",
+        max_sequence_length=16,
+        **SETTINGS,
+    ).frames.permute(0, 2, 1, 3, 4)
+    plain = _diffusers_video(build_tiny_wan(), 2)
+    assert (ours - plain).abs().max() > 1e-2  # the LoRA matters
+    # ours folds the LoRA into the weights, diffusers runs it unfused: float32 rounding apart
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+def test_export_refuses_a_learnt_token_another_base_and_an_existing_file(tmp_path):
+    path = _subject_with_random_lora(tmp_path)
+    with pytest.raises(UserError, match=r"<new1>.*cannot hold.*--drop-token"):
+        export_subject(path, tmp_path / "a.safetensors", "comfyui")
+    assert not (tmp_path / "a.safetensors").exists()
+    export_subject(path, tmp_path / "a.safetensors", "comfyui", drop_token=True)
+    with pytest.raises(UserError, match="exists; pass --overwrite"):
+        export_subject(path, tmp_path / "a.safetensors", "comfyui", drop_token=True)
+    other = SpatialSubjectModule.create(build_tiny_t2v(), {"<new1>": "dog"})
+    other_path = other.save(tmp_path / "other.safetensors")
+    with pytest.raises(UserError, match="not a Wan model"):
+        export_subject(other_path, tmp_path / "b.safetensors", "diffusers", drop_token=True)
+
+
+def test_the_export_command_writes_the_file_and_explains_a_refusal(tmp_path, capsys):
+    path = _subject_with_random_lora(tmp_path)
+    out = tmp_path / "lora.safetensors"
+    assert main(["export", str(path), "--format", "comfyui", "--out", str(out)]) != 0
+    assert "--drop-token" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(path), "--out", str(out), "--drop-token"]) == 0
+    assert "diffusion_model.blocks.0.self_attn.q.alpha" in load_file(str(out))
+
+
+def test_switch_sigma_on_wan_switches_where_the_flow_sigma_falls_below_it(tmp_path):
+    path = _subject_with_random_lora(tmp_path)
+    pipe = CustomCrafterPipeline.from_pretrained(subject=path)
+    sampler = make_sampler(pipe.model)
+    sampler.set_timesteps(4)
+    sigmas = noise_levels(sampler)
+    switch = (sigmas[1] + sigmas[2]) / 2
+    schedule = DynamicWeightSchedule(0.4, 0.8, 1, switch_sigma=switch)
+    out = pipe("a <new1> dog", schedule=schedule, progress=False, **SETTINGS)
+    assert out.weights == [0.4, 0.4, 0.8, 0.8]

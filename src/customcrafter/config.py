@@ -227,7 +227,8 @@ class SampleConfig:
     switch_sigma: float | None = setting(
         None,
         help="switch to --lambda-l when the noise level sigma falls to this, in place of --k "
-        "(sigma = sqrt((1 - abar) / abar) for DDPM models, as ComfyUI reports it)",
+        "(sigma = sqrt((1 - abar) / abar) for DDPM models, the flow sigma in [0, 1] for Wan; "
+        "as ComfyUI reports it)",
     )
     delay_token: bool = setting(
         False,

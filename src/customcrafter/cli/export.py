@@ -1,0 +1,36 @@
+"""``customcrafter export``: a Wan subject module as a ComfyUI or diffusers LoRA file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a Wan subject module as a LoRA file for ComfyUI or diffusers",
+        description="Write a Wan subject module as a LoRA file: 'comfyui' (the original Wan "
+        "module names, diffusion_model.blocks.N.self_attn.q ..., with alpha) or 'diffusers' "
+        "(what WanPipeline.load_lora_weights reads). The LoRA scale is folded in: load it at "
+        "strength 1.0 for the module at weight 1.0.",
+    )
+    parser.add_argument("subject", help="subject module: training output folder or .safetensors")
+    parser.add_argument("--format", choices=["comfyui", "diffusers"], default="comfyui")
+    parser.add_argument("--out", required=True, help="the LoRA file to write (.safetensors)")
+    parser.add_argument(
+        "--drop-token",
+        action="store_true",
+        help="export the LoRA of a subject trained with a new token (<new1>) without the "
+        "token, which LoRA files cannot carry; prompts then name it by its class word",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..subject.export import export_subject
+
+    out = export_subject(
+        args.subject, args.out, args.format, drop_token=args.drop_token, overwrite=args.overwrite
+    )
+    print(f"wrote {out} ({args.format} LoRA)")
