@@ -65,3 +65,18 @@ def test_the_word_probe_reads_the_shipped_model():
     assert moves["moving left"][0] < -7 and moves["moving right"][0] > 7, moves
     assert moves["moving up"][1] < -7 and moves["moving down"][1] > 7, moves
     assert max(abs(v) for v in moves["standing still"]) < 7, moves
+
+
+def test_the_wan_dwvs_benchmark_runs_at_tiny_size():
+    args = ["--layers", "2", "--heads", "2", "--head-dim", "12", "--ffn", "32", "--size", "16x16"]
+    args += ["--frames", "5", "--steps", "6", "--repeats", "1"]
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "wan_dwvs_overhead.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    assert {"base", "dwvs-folded", "diffusers-base", "diffusers-set-adapters"} <= rows
+    assert "dwvs-folded / base =" in result.stdout

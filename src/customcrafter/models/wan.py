@@ -350,11 +350,16 @@ def build_tiny_wan(
     two_experts: bool = False,
     max_sequence_length: int = 16,
     scheduler: str = "unipc",
+    num_layers: int = 2,
+    num_attention_heads: int = 2,
+    attention_head_dim: int = 12,
+    ffn_dim: int = 32,
 ) -> WanModel:
-    """A randomly initialised Wan of the real classes, small enough for a CPU test: a
-    2-block transformer (24-wide heads), a 4-level VAE of width 3, a 2-layer UMT5. Its
-    output is noise; it exists to exercise code. ``two_experts``: an A14B-style pair switched
-    at ``boundary_ratio`` 0.875."""
+    """A randomly initialised Wan of the real classes, small enough for a CPU test: by
+    default a 2-block transformer (two 12-wide heads), a 4-level VAE of width 3, a 2-layer
+    UMT5 (the transformer's size can be raised for benchmarks). Its output is noise; it
+    exists to exercise code. ``two_experts``: an A14B-style pair switched at
+    ``boundary_ratio`` 0.875."""
     from diffusers import (
         AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
@@ -389,14 +394,14 @@ def build_tiny_wan(
     def transformer():
         return WanTransformer3DModel(
             patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
+            num_attention_heads=num_attention_heads,
+            attention_head_dim=attention_head_dim,
             in_channels=16,
             out_channels=16,
             text_dim=32,
             freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
+            ffn_dim=ffn_dim,
+            num_layers=num_layers,
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
             rope_max_seq_len=32,

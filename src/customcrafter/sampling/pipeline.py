@@ -224,11 +224,10 @@ class CustomCrafterPipeline:
                 if split:
                     t_batch = _timesteps(t, b, device)
                     negative, positive = context(texts_at(i)).chunk(2)
+                    apply_weight(0.0 if cond_only else weights[i])
+                    uncond = model.predict(latents, t_batch, negative, s.fps)
                     apply_weight(weights[i])
                     cond = model.predict(latents, t_batch, positive, s.fps)
-                    if cond_only:
-                        apply_weight(0.0)
-                    uncond = model.predict(latents, t_batch, negative, s.fps)
                     out = uncond + s.guidance_scale * (cond - uncond)
                 else:
                     apply_weight(weights[i])
