@@ -89,7 +89,7 @@ def main() -> None:
             pipe.set_adapters(["subject"], [LAMBDA_S])
         return pipe(
             "a dog",
-            output_type="latent",
+            output_type="pt",  # decoded, as ours
             max_sequence_length=16,
             callback_on_step_end=callback,
             **settings,

@@ -20,9 +20,10 @@ def _trained_looking_subject(model):
     return module
 
 
-def _observe_contribution(module, name):
+def _observe_contribution(module, name, folded=False):
     """Hook one adapted layer; at each call, solve for w in out = W0 x + w * (B A x), per half
-    of the batch (unconditional and conditional passes)."""
+    of the batch (unconditional and conditional passes). ``folded``: the LoRA is folded into
+    the weights, and the plain Linear runs in its wrapper's place."""
     layer = module.layers[name]
     w0 = layer.base_layer.weight.detach().clone()
     bias = layer.base_layer.bias
@@ -41,14 +42,14 @@ def _observe_contribution(module, name):
         ]
         seen.append([round(float(h), 4) for h in halves])
 
-    return layer.register_forward_hook(hook), seen
+    return (layer.base_layer if folded else layer).register_forward_hook(hook), seen
 
 
 @pytest.mark.parametrize("fold", [True, False])
 def test_every_unet_call_sees_the_scheduled_weight(tiny_model, fold):
     module = _trained_looking_subject(tiny_model)
     pipe = CustomCrafterPipeline(tiny_model, module)
-    handle, seen = _observe_contribution(module, module.metadata.targets[0])
+    handle, seen = _observe_contribution(module, module.metadata.targets[0], folded=fold)
     calls = []
     tiny_model.unet.register_forward_pre_hook(lambda *a: calls.append(1))
     out = pipe("a <new1> dog", num_inference_steps=50, num_frames=2, fold_lora=fold, progress=False)

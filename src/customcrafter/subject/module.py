@@ -265,8 +265,16 @@ class FoldedWeights:
         self.layers = list(module.layers.values())
         self.scalings = [layer.lora_alpha[ADAPTER] / layer.r[ADAPTER] for layer in self.layers]
         self.originals = [layer.base_layer.weight.detach().clone() for layer in self.layers]
-        for layer in self.layers:
+        # while folded, each plain Linear stands in its LoRA wrapper's place: no wrapper
+        # code runs per call, so sampling costs what the base model's does
+        unet = module.model.unet
+        self.slots = []
+        for name, layer in module.layers.items():
+            parent, _, attr = name.rpartition(".")
+            self.slots.append((unet.get_submodule(parent), attr, layer))
+        for holder, attr, layer in self.slots:
             layer.enable_adapters(False)
+            setattr(holder, attr, layer.base_layer)
         self.weight = 0.0
 
     @torch.no_grad()
@@ -288,6 +296,8 @@ class FoldedWeights:
         for layer, w0 in zip(self.layers, self.originals, strict=True):
             layer.base_layer.weight.copy_(w0)
             layer.enable_adapters(True)
+        for holder, attr, layer in self.slots:
+            setattr(holder, attr, layer)
         self.weight = 0.0
 
 
