@@ -23,12 +23,11 @@ The target: ``dwvs-folded / base <= 1.01``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from interleaved import print_ratios, time_interleaved
 
 from customcrafter.models.wan import build_tiny_wan
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
@@ -105,18 +104,7 @@ def main() -> None:
     }
     plain.set_progress_bar_config(disable=True)
     adapted.set_progress_bar_config(disable=True)
-    for run in runs.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            run()
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+    times = time_interleaved(runs, args.repeats, args.device)
 
     params = sum(p.numel() for p in model.unet.parameters())
     print(
@@ -124,13 +112,7 @@ def main() -> None:
         f"{args.frames} frames at {height}x{width}, {args.steps} steps with guidance, "
         f"device {args.device}, {len(subject.layers)} LoRA layers"
     )
-    reference_time = statistics.median(times["base"])
-    print(f"{'run':<24}{'median s':>10}{'ratio':>8}")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:<24}{median:>10.3f}{median / reference_time:>8.3f}")
-    ratio = statistics.median(times["dwvs-folded"]) / reference_time
-    print(f"dwvs-folded / base = {ratio:.3f} (target <= 1.01): {'OK' if ratio <= 1.01 else 'OVER'}")
+    print_ratios(times, "dwvs-folded", 1.01)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_training import _config
 
 from customcrafter.cli import main
-from customcrafter.config import TrainConfig
 from customcrafter.errors import UserError
 from customcrafter.models import build_tiny_t2v, load_base_model
 from customcrafter.models.wan import (
@@ -25,6 +25,8 @@ from customcrafter.subject.targets import resolve_targets
 from customcrafter.training import train
 
 PROMPT, NEGATIVE = "a dog running on the beach", "static"
+#: test_training._config on the tiny Wan at its size
+WAN_TRAINING = dict(base="tiny-wan", height=16, width=16)
 SETTINGS = dict(height=16, width=16, num_frames=9, num_inference_steps=4, guidance_scale=5.0)
 
 
@@ -168,19 +170,8 @@ def test_the_papers_preset_maps_to_attn1_and_attn2_of_every_block():
 def test_a_subject_trains_on_wan_and_samples_with_dwvs(tmp_path, instance_dir, class_dir, frames):
     model = build_tiny_wan()
     frozen = {k: v.clone() for k, v in model.unet.state_dict().items()}
-    config = TrainConfig(
-        base="tiny-wan",
-        instance_data_dir=str(instance_dir),
-        instance_prompt="video of a <new1> dog",
-        class_prompt="video of a dog",
-        class_data_dir=str(class_dir),
-        output_dir=str(tmp_path / "out"),
-        max_train_steps=3,
-        checkpointing_steps=3,
-        learning_rate=1e-2,
-        train_frames=frames,
-        height=16,
-        width=16,
+    config = _config(
+        tmp_path, instance_dir, class_dir, **WAN_TRAINING, max_train_steps=3, train_frames=frames
     )
     path = train(config, model=model, progress=False)
     after = model.unet.state_dict()
@@ -201,17 +192,8 @@ def test_a_subject_trains_on_wan_and_samples_with_dwvs(tmp_path, instance_dir, c
 
 
 def test_wan_training_frames_must_be_4n_plus_1(tmp_path, instance_dir, class_dir):
-    config = TrainConfig(
-        base="tiny-wan",
-        instance_data_dir=str(instance_dir),
-        instance_prompt="video of a <new1> dog",
-        class_prompt="video of a dog",
-        class_data_dir=str(class_dir),
-        output_dir=str(tmp_path / "out"),
-        max_train_steps=1,
-        train_frames=8,
-        height=16,
-        width=16,
+    config = _config(
+        tmp_path, instance_dir, class_dir, **WAN_TRAINING, max_train_steps=1, train_frames=8
     )
     with pytest.raises(UserError, match=r"4n\+1"):
         train(config, model=build_tiny_wan(), progress=False)
