@@ -2,7 +2,7 @@
 
 Three ways to sample the same number of UNet calls from one randomly initialised model:
 
-- ``base``: the plain base model, no subject module;
+- ``base``: the plain base model (the module on the pipeline, switched off);
 - ``dwvs-folded``: the subject module under the paper's schedule, the LoRA folded into the
   weights at each change of weight (what ``customcrafter generate`` does);
 - ``dwvs-unmerged``: the same schedule with peft's LoRA branches computed at every call.
@@ -17,10 +17,9 @@ with its ratio to ``base``. The target: ``dwvs-folded / base <= 1.03``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from interleaved import print_ratios, time_interleaved
 
 from customcrafter.models import build_tiny_t2v
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
@@ -44,11 +43,15 @@ def main() -> None:
         for p in subject.lora_parameters()[1::2]:
             p.normal_(std=0.01)
     model.to(args.device)
-    base = CustomCrafterPipeline(model)
     custom = CustomCrafterPipeline(model, subject)
     schedule = DynamicWeightSchedule(0.4, 0.8, 5)
     runs = {
-        "base": lambda: base("a dog", num_inference_steps=args.steps, progress=False),
+        "base": lambda: custom(
+            "a dog",
+            schedule=DynamicWeightSchedule.off(),
+            num_inference_steps=args.steps,
+            progress=False,
+        ),
         "dwvs-folded": lambda: custom(
             "a <new1> dog", schedule=schedule, num_inference_steps=args.steps, progress=False
         ),
@@ -60,18 +63,7 @@ def main() -> None:
             progress=False,
         ),
     }
-    for run in runs.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            run()
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
+    times = time_interleaved(runs, args.repeats, args.device)
 
     params = sum(p.numel() for p in model.unet.parameters())
     print(
@@ -79,13 +71,7 @@ def main() -> None:
         f"{args.steps} steps with guidance (2 x batch per UNet call), device {args.device}, "
         f"{len(subject.layers)} LoRA layers"
     )
-    reference = statistics.median(times["base"])
-    print(f"{'run':<16}{'median s':>10}{'ratio':>8}")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:<16}{median:>10.3f}{median / reference:>8.3f}")
-    ratio = statistics.median(times["dwvs-folded"]) / reference
-    print(f"dwvs-folded / base = {ratio:.3f} (target <= 1.03): {'OK' if ratio <= 1.03 else 'OVER'}")
+    print_ratios(times, "dwvs-folded", 1.03)
 
 
 if __name__ == "__main__":
