@@ -151,6 +151,8 @@ def test_clip_t_is_the_mean_frame_prompt_cosine_without_the_subject_token(clip):
     expected = np.mean([cosine(clip_image(clip, frame), text) for frame in video])
     assert clip.clip_t(video, "a <new1> dog surfing") == pytest.approx(expected, abs=1e-5)
     assert clip.clip_t(video, "a dog surfing") == pytest.approx(expected, abs=1e-5)
+    # a subject named by an identifier word (--identifier sks) reads the same
+    assert clip.clip_t(video, "a sks dog surfing", "sks") == pytest.approx(expected, abs=1e-5)
     assert clip.clip_t(video, "a cat") != pytest.approx(expected, abs=1e-4)
 
 

@@ -19,7 +19,7 @@ from customcrafter.models.wan import (
 )
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from customcrafter.sampling.samplers import FlowMatchingSampler, make_sampler, noise_levels
-from customcrafter.subject import SpatialSubjectModule
+from customcrafter.subject import SpatialSubjectModule, read_metadata
 from customcrafter.subject.export import export_subject
 from customcrafter.subject.targets import resolve_targets
 from customcrafter.training import train
@@ -279,3 +279,60 @@ def test_switch_sigma_on_wan_switches_where_the_flow_sigma_falls_below_it(tmp_pa
     schedule = DynamicWeightSchedule(0.4, 0.8, 1, switch_sigma=switch)
     out = pipe("a <new1> dog", schedule=schedule, progress=False, **SETTINGS)
     assert out.weights == [0.4, 0.4, 0.8, 0.8]
+
+
+def test_an_identifier_word_trains_no_embedding_and_exports_without_dropping(
+    tmp_path, instance_dir, class_dir
+):
+    model = build_tiny_wan()
+    vocab = len(model.tokenizer)
+    table = model.token_embedding().weight.clone()
+    config = _config(
+        tmp_path,
+        instance_dir,
+        class_dir,
+        **WAN_TRAINING,
+        max_train_steps=2,
+        train_frames=1,
+        instance_prompt="video of a sks dog",
+        identifier="sks",
+    )
+    path = train(config, model=model, progress=False)
+    assert len(model.tokenizer) == vocab  # no token added
+    assert torch.equal(model.token_embedding().weight, table)
+    assert "token_embeddings" not in load_file(str(path))
+    meta = read_metadata(path)
+    assert (meta.identifier, meta.tokens, meta.format_version) == ("sks", [], 2)
+
+    pipe = CustomCrafterPipeline.from_pretrained(subject=path)
+    assert pipe.base_prompt("a sks dog running, sks.") == "a dog running, ."
+    seen = []
+    pipe.model.tokenize = lambda prompts, f=pipe.model.tokenize: seen.append(prompts) or f(prompts)
+    schedule = DynamicWeightSchedule(0.4, 0.8, 2, delay_token=True)
+    pipe("a sks dog running", schedule=schedule, progress=False, **SETTINGS)
+    assert ["a dog running"] in seen and ["a sks dog running"] in seen
+    with pytest.raises(UserError, match="identifier word 'sks'"):
+        pipe("a <new1> dog", progress=False, **SETTINGS)
+
+    out = export_subject(path, tmp_path / "lora.safetensors", "comfyui")  # no --drop-token
+    assert main(["export", str(path), "--out", str(tmp_path / "b.safetensors")]) == 0
+    assert load_file(str(out)).keys() == load_file(str(tmp_path / "b.safetensors")).keys()
+
+
+@pytest.mark.parametrize(
+    "prompt,identifier,error",
+    [
+        ("video of a <new1> dog", "sks", "one or the other"),
+        ("video of a dog", "sks", "does not use the identifier"),
+        ("video of a sks", "sks", "before the class word"),
+        ("video of a <sks> dog", "<sks>", "one plain word"),
+    ],
+)
+def test_a_bad_identifier_is_refused_before_loading(
+    tmp_path, instance_dir, class_dir, prompt, identifier, error
+):
+    config = _config(
+        tmp_path, instance_dir, class_dir, instance_prompt=prompt, identifier=identifier
+    )
+    with pytest.raises(UserError, match=error):
+        train(config, model=None, progress=False)

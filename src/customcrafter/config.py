@@ -133,6 +133,14 @@ class TrainConfig:
         flag="--initializer-word",
         metavar="TOKEN=WORD",
     )
+    identifier: str | None = setting(
+        None,
+        help="name the subject by this existing word (e.g. sks, written in the instance prompt "
+        "before the class word: 'video of a sks dog') instead of a new token: no embedding is "
+        "trained, so the LoRA alone carries the subject and exports to other tools, and the "
+        "text encoder can leave the GPU during training",
+        metavar="WORD",
+    )
     train_frames: int = setting(4, help="frames in each static training clip")
     height: int | None = setting(None, help="training height (default: the base model's)")
     width: int | None = setting(None, help="training width (default: the base model's)")
@@ -204,6 +212,11 @@ class TrainConfig:
             raise UserError(
                 "prior preservation needs class images: give --num-class-images 1 or more "
                 "(or --class-data-dir), or pass --prior-loss-weight 0 to train without it"
+            )
+        if self.identifier is not None and self.initializer_words:
+            raise UserError(
+                "--initializer-word starts a new token's embedding; with --identifier no "
+                "token is learnt: drop one of them"
             )
         if self.class_videos and self.train_frames < 2:
             raise UserError(

@@ -36,6 +36,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--prompt", help="the prompt the videos were made from, for CLIP-T ('<...>' tokens dropped)"
     )
+    parser.add_argument(
+        "--identifier",
+        metavar="WORD",
+        help="the subject's identifier word (a subject trained with --identifier), dropped "
+        "from the prompt for CLIP-T as a '<...>' token is",
+    )
     parser.add_argument("--references", help="folder of the subject's images, for CLIP-I / DINO-I")
     parser.add_argument(
         "--clip",
@@ -81,7 +87,13 @@ def run(args: argparse.Namespace) -> dict:
     videos = [read_video(video) for video in args.video]  # every file checked before scoring
     for video, frames in zip(args.video, videos, strict=True):
         scores = evaluate_video(
-            frames, args.prompt, references, clip=clip, dino=dino, motion=not args.no_motion
+            frames,
+            args.prompt,
+            references,
+            clip=clip,
+            dino=dino,
+            motion=not args.no_motion,
+            identifier=args.identifier,
         )
         values = {key: getattr(scores, key) for key, _ in EVAL_COLUMNS}
         results.append({"video": str(video), "frames": len(frames), **values})

@@ -21,16 +21,20 @@ def add_parser(subparsers) -> None:
         "--drop-token",
         action="store_true",
         help="export the LoRA of a subject trained with a new token (<new1>) without the "
-        "token, which LoRA files cannot carry; prompts then name it by its class word",
+        "token, which LoRA files cannot carry; prompts then name it by its class word "
+        "(a subject trained with --identifier WORD needs no such thing)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..subject import read_metadata
     from ..subject.export import export_subject
 
     out = export_subject(
         args.subject, args.out, args.format, drop_token=args.drop_token, overwrite=args.overwrite
     )
-    print(f"wrote {out} ({args.format} LoRA)")
+    identifier = read_metadata(args.subject).identifier
+    named = f"; name the subject {identifier!r} in prompts" if identifier else ""
+    print(f"wrote {out} ({args.format} LoRA{named})")

@@ -174,7 +174,7 @@ def run_bands(args: argparse.Namespace) -> None:
     if not prompts:
         if pipe.model.name != "shapes":
             raise UserError("give --prompt (with the subject's token) at least once")
-        token = meta.tokens[0]
+        token = meta.words[0]
         prompts = moving_prompts(meta.initializer_words.get(token, "object"), token)
     folder = args.references or meta.training.get("instance_data_dir")
     references = None

@@ -218,9 +218,10 @@ class ClipScorer:
         )
         return F.normalize(_features(output).float(), dim=-1).cpu()
 
-    def clip_t(self, video: VideoLike, prompt: str) -> float:
-        """CLIP-T: mean over frames of cos(frame, prompt without its ``<...>`` tokens)."""
-        text = strip_tokens(prompt)
+    def clip_t(self, video: VideoLike, prompt: str, identifier: str | None = None) -> float:
+        """CLIP-T: mean over frames of cos(frame, prompt without its ``<...>`` tokens, and
+        without the subject's ``identifier`` word when it has one)."""
+        text = strip_tokens(prompt, [identifier] if identifier else ())
         if not text:
             raise UserError(f"the prompt {prompt!r} has no words besides its subject tokens")
         frames = self.image_embeddings(video_array(video))
@@ -310,15 +311,17 @@ def evaluate_video(
     flow: str = "farneback",
     base_threshold: float = VBENCH_BASE_THRESHOLD,
     device: str | torch.device = "cpu",
+    identifier: str | None = None,
 ) -> VideoMetrics:
-    """Every metric the given scorers allow: CLIP-T needs ``clip`` and a prompt, CLIP-I and
+    """Every metric the given scorers allow: CLIP-T needs ``clip`` and a prompt (read without
+    the subject's tokens or ``identifier`` word), CLIP-I and
     DINO-I need reference images, T.Cons and motion need two frames or more (see
     :func:`motion_metrics` for ``fps``, ``flow``, ``base_threshold`` and ``device``)."""
     frames = video_array(video)
     result = VideoMetrics()
     if clip is not None:
         if prompt:
-            result.clip_t = clip.clip_t(frames, prompt)
+            result.clip_t = clip.clip_t(frames, prompt, identifier)
         if references:
             result.clip_i = clip.clip_i(frames, references)
         if len(frames) > 1:

@@ -18,7 +18,6 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..io.video import to_uint8_frames
-from ..prompts import strip_tokens
 from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from ..sampling.dwvs import BandSchedule
 from ..sampling.pipeline import Schedule
@@ -147,7 +146,7 @@ def bands(
     result = BandResult(pipe.model.name, steps, list(prompts), samples, seed, weight)
     base_flows: list[np.ndarray] = []
     for label, schedule, band in tqdm(ways, desc="band probe", disable=not progress):
-        asked = [strip_tokens(t) for t in texts] if schedule.is_off else texts
+        asked = [pipe.base_prompt(t) for t in texts] if schedule.is_off else texts
         out = pipe(
             asked,
             schedule=schedule,

@@ -21,7 +21,6 @@ from tqdm.auto import tqdm
 from ..benchmark.report import t_interval
 from ..errors import UserError
 from ..io.video import to_uint8_frames
-from ..prompts import strip_tokens
 from ..sampling import CustomCrafterPipeline
 from ..sampling.pipeline import Schedule
 from .scoring import flow_field, wilson
@@ -82,7 +81,7 @@ def frontier_videos(
     runs = [methods[0], *todo] if compare and todo[0] != methods[0] else todo
     base_flows = None
     for method in tqdm(runs, desc="frontier", disable=not progress):
-        asked = [strip_tokens(t) for t in texts] if method.schedule.is_off else texts
+        asked = [pipe.base_prompt(t) for t in texts] if method.schedule.is_off else texts
         given = {**settings, **method.settings}
         out = pipe(asked, schedule=method.schedule, seed=seed, progress=False, **given)
         clips = [to_uint8_frames(v) for v in out.videos]

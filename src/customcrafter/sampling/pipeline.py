@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ..config import SampleConfig
 from ..errors import UserError
 from ..models import BaseVideoModel, load_base_model
-from ..prompts import find_tokens, strip_tokens
+from ..prompts import find_tokens, has_word, strip_tokens
 from ..subject import SpatialSubjectModule, read_metadata
 from .dwvs import BandSchedule, DynamicWeightSchedule
 from .samplers import make_sampler, noise_levels
@@ -86,28 +86,37 @@ class CustomCrafterPipeline:
 
     def _prepare_prompts(self, prompts: list[str], warn: bool = True) -> list[str]:
         """Prompts as the model sees them; ``warn`` when one leaves out the subject."""
-        known = set(self.subject.metadata.tokens) if self.subject else set()
+        meta = self.subject.metadata if self.subject else None
+        known = set(meta.tokens) if meta else set()
         prepared = []
         for prompt in prompts:
             unknown = [t for t in find_tokens(prompt) if t not in known]
-            if unknown and self.subject is None:
+            if unknown and meta is None:
                 stripped = strip_tokens(prompt)
                 logger.warning("no subject module loaded: sampling %r as %r", prompt, stripped)
                 prompt = stripped
             elif unknown:
+                named = ", ".join(sorted(known)) or f"its identifier word {meta.identifier!r}"
                 raise UserError(
-                    f"prompt uses {', '.join(unknown)} but the subject module knows only "
-                    f"{', '.join(sorted(known))}"
+                    f"prompt uses {', '.join(unknown)} but the subject module knows only {named}"
                 )
-            elif warn and known and not find_tokens(prompt):
+            elif warn and meta and not any(has_word(prompt, w) for w in meta.words):
                 logger.warning(
-                    "the prompt %r does not use the subject's token (%s): the video will show "
+                    "the prompt %r does not use the subject's %s (%s): the video will show "
                     "its class, not the subject",
                     prompt,
-                    ", ".join(sorted(known)),
+                    "identifier" if meta.identifier else "token",
+                    ", ".join(meta.words),
                 )
             prepared.append(prompt)
         return prepared
+
+    def base_prompt(self, prompt: str) -> str:
+        """``prompt`` as the base model alone should see it: without the subject's tokens
+        (or its identifier word)."""
+        if self.subject is None:
+            return strip_tokens(prompt)
+        return self.subject.metadata.base_prompt(prompt)
 
     @contextmanager
     def _weighting(self, fold: bool):
@@ -206,7 +215,7 @@ class CustomCrafterPipeline:
 
         def texts_at(i: int) -> list[str]:
             texts = firsts if firsts is not None and i < first_steps else prompts
-            return texts if with_token[i] else [strip_tokens(t) for t in texts]
+            return texts if with_token[i] else [self.base_prompt(t) for t in texts]
 
         latents = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
         latents = latents * getattr(sampler, "init_noise_sigma", 1.0)

@@ -27,7 +27,6 @@ from ..io.contact_sheet import write_contact_sheet
 from ..io.files import check_writable, write_json
 from ..io.video import to_uint8_frames, write_video
 from ..models import load_base_model
-from ..prompts import strip_tokens
 from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from ..subject import SpatialSubjectModule
 from ..training import train
@@ -83,7 +82,7 @@ def run_demo(
             schedule = schedules[name]
             # the base model is the module at weight 0 with the class word: the exact base
             # weights (the module stays loaded, so its LoRA layers are folded out, not live)
-            text = strip_tokens(prompt) if schedule.is_off else prompt
+            text = pipe.base_prompt(prompt) if schedule.is_off else prompt
             out = pipe([text] * len(SEEDS), schedule=schedule, seed=p, progress=progress)
             for s, video in zip(SEEDS, out.videos, strict=True):
                 clip = to_uint8_frames(video)

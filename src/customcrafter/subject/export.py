@@ -75,7 +75,10 @@ def export_subject(
             f"the text encoder's embedding table that {format} LoRA files cannot hold. Pass "
             "--drop-token to export the LoRA alone (prompts in the other tool then name the "
             "subject by its class word, e.g. "
-            f"{next(iter(metadata.initializer_words.values()))!r}, with less likeness)"
+            f"{next(iter(metadata.initializer_words.values()))!r}, with less likeness), or "
+            "train the subject again with --identifier WORD (an existing rare word such as "
+            "sks, written before the class word in the prompts) so that the LoRA alone "
+            "carries it"
         )
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys() if k != "token_embeddings"}
@@ -87,6 +90,7 @@ def export_subject(
         "base_model": metadata.base_model,
         "rank": str(metadata.rank),
         "dropped_tokens": json.dumps(metadata.tokens if drop_token else []),
+        "identifier": metadata.identifier or "",
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:

@@ -4,7 +4,9 @@ base model plus the embeddings of the new subject tokens, saved as one safetenso
 The file holds ``<target>.lora_A.weight`` ``[r, in]`` and ``<target>.lora_B.weight``
 ``[out, r]`` for every target, ``token_embeddings`` ``[n_tokens, d]``, and JSON metadata
 (``customcrafter`` entry) naming the base model, its architecture fingerprint, the targets,
-the rank, the tokens with their initializer words and the training settings.
+the rank, the tokens with their initializer words and the training settings. A subject trained
+with an existing identifier word (``--identifier sks``) has no tokens and no
+``token_embeddings``: its metadata names the word instead (format version 2).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from ..config import normalize
 from ..errors import UserError
 from ..io.files import atomic_path
 from ..models.base import BaseVideoModel
+from ..prompts import strip_tokens
 from .targets import resolve_targets
 from .tokens import SubjectTokenEmbedding, add_tokens, word_embedding
 
 ADAPTER = "subject"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: files without an identifier word are still written as version 1, which older releases read
+TOKEN_FORMAT_VERSION = 1
 SUBJECT_FILENAME = "subject.safetensors"
 
 
@@ -47,7 +52,19 @@ class SubjectMetadata:
     tokens: list[str]
     initializer_words: dict[str, str]
     training: dict[str, Any] = field(default_factory=dict)
-    format_version: int = FORMAT_VERSION
+    format_version: int = TOKEN_FORMAT_VERSION
+    #: the existing word that names the subject in prompts when no token was learnt
+    identifier: str | None = None
+
+    @property
+    def words(self) -> list[str]:
+        """What names the subject in prompts: its new tokens, or its identifier word."""
+        return [self.identifier] if self.identifier else list(self.tokens)
+
+    def base_prompt(self, prompt: str) -> str:
+        """``prompt`` without the subject's tokens or identifier word: what the base model
+        and the class-word steps of a schedule see."""
+        return strip_tokens(prompt, [self.identifier] if self.identifier else ())
 
 
 def resolve_subject_path(path: str | Path) -> Path:
@@ -95,20 +112,27 @@ def read_metadata(path: str | Path) -> SubjectMetadata:
         normalize(metadata)
     except UserError as exc:
         raise UserError(f"{path} has damaged metadata ({exc}); train the subject again") from None
-    if not metadata.tokens or set(metadata.tokens) != set(metadata.initializer_words):
+    if metadata.identifier is not None:
+        if metadata.tokens or metadata.initializer_words:
+            raise UserError(f"{path} names both an identifier and tokens; train the subject again")
+    elif not metadata.tokens or set(metadata.tokens) != set(metadata.initializer_words):
         raise UserError(f"{path} names no subject tokens; train the subject again")
     return metadata
 
 
 class SpatialSubjectModule:
     """LoRA (rank ``r``, peft) on the spatial attention projections of ``model.unet`` plus
-    trainable embeddings for the subject tokens.
+    trainable embeddings for the subject tokens (none with an identifier word:
+    ``embedding`` is then ``None``).
 
     Create one for training with :meth:`create`, or load a trained one with :meth:`load`.
     """
 
     def __init__(
-        self, model: BaseVideoModel, metadata: SubjectMetadata, embedding: SubjectTokenEmbedding
+        self,
+        model: BaseVideoModel,
+        metadata: SubjectMetadata,
+        embedding: SubjectTokenEmbedding | None,
     ):
         self.model = model
         self.metadata = metadata
@@ -128,10 +152,16 @@ class SpatialSubjectModule:
         override: list[str] | None = None,
         rank: int = 4,
         seed: int = 0,
+        identifier: str | None = None,
     ) -> SpatialSubjectModule:
         """Inject a fresh module: LoRA A ~ N(0, 1/rank) drawn from ``seed``, B = 0 (so it
         starts as a no-op), and each token's embedding initialised from its initializer
-        word."""
+        word. With ``identifier`` (an existing word, ``initializer_words`` empty) no token
+        is added and no embedding trained."""
+        if identifier is not None and initializer_words:
+            raise UserError("a subject has new tokens or an identifier word, not both")
+        if identifier is None and not initializer_words:
+            raise UserError("a subject needs a new token or an identifier word")
         targets = resolve_targets(model, preset, override)
         metadata = SubjectMetadata(
             base_model=model.name,
@@ -143,15 +173,19 @@ class SpatialSubjectModule:
             lora_alpha=float(rank),
             tokens=list(initializer_words),
             initializer_words=dict(initializer_words),
+            identifier=identifier,
+            format_version=FORMAT_VERSION if identifier else TOKEN_FORMAT_VERSION,
         )
         _inject_lora(model, metadata)
-        table = _unwrapped_embedding(model)
-        ids = add_tokens(model.tokenizer, metadata.tokens)
-        init = torch.stack(
-            [word_embedding(model.tokenizer, table, w) for w in initializer_words.values()]
-        )
-        embedding = SubjectTokenEmbedding(table, ids, init.float())
-        model.set_token_embedding(embedding)
+        embedding = None
+        if metadata.tokens:
+            table = _unwrapped_embedding(model)
+            ids = add_tokens(model.tokenizer, metadata.tokens)
+            init = torch.stack(
+                [word_embedding(model.tokenizer, table, w) for w in initializer_words.values()]
+            )
+            embedding = SubjectTokenEmbedding(table, ids, init.float())
+            model.set_token_embedding(embedding)
         module = cls(model, metadata, embedding)
         module._draw_lora_a(seed)
         return module
@@ -178,12 +212,14 @@ class SpatialSubjectModule:
         path = resolve_subject_path(path)
         metadata = read_metadata(path)
         check_compatible(metadata, model, strict=strict)
-        _inject_lora(model, metadata)
-        table = _unwrapped_embedding(model)
-        ids = add_tokens(model.tokenizer, metadata.tokens)
         tensors = _read_tensors(path, metadata)
-        embedding = SubjectTokenEmbedding(table, ids, tensors.pop("token_embeddings").float())
-        model.set_token_embedding(embedding)
+        _inject_lora(model, metadata)
+        embedding = None
+        if metadata.tokens:
+            table = _unwrapped_embedding(model)
+            ids = add_tokens(model.tokenizer, metadata.tokens)
+            embedding = SubjectTokenEmbedding(table, ids, tensors.pop("token_embeddings").float())
+            model.set_token_embedding(embedding)
         module = cls(model, metadata, embedding)
         module.load_lora_state_dict(tensors)
         return module
@@ -197,19 +233,29 @@ class SpatialSubjectModule:
 
     def parameters(self) -> list[nn.Parameter]:
         """Everything training updates: the LoRA matrices and the new token embeddings."""
+        if self.embedding is None:
+            return self.lora_parameters()
         return [*self.lora_parameters(), self.embedding.new_embeddings]
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        """Whether training needs the text encoder's gradient (a learnt token's embedding)."""
+        return self.embedding is not None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {}
         for name, layer in self.layers.items():
             out[f"{name}.lora_A.weight"] = layer.lora_A[ADAPTER].weight.detach()
             out[f"{name}.lora_B.weight"] = layer.lora_B[ADAPTER].weight.detach()
-        out["token_embeddings"] = self.embedding.new_embeddings.detach()
+        if self.embedding is not None:
+            out["token_embeddings"] = self.embedding.new_embeddings.detach()
         return out
 
     def load_lora_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         tensors = dict(tensors)
         if "token_embeddings" in tensors:
+            if self.embedding is None:
+                raise UserError("the tensors hold token embeddings; this subject has none")
             with torch.no_grad():
                 self.embedding.new_embeddings.copy_(tensors.pop("token_embeddings"))
         expected = {f"{n}.lora_{ab}.weight" for n in self.layers for ab in "AB"}
@@ -332,7 +378,10 @@ def _read_tensors(path: Path, metadata: SubjectMetadata) -> dict[str, torch.Tens
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     embeddings = tensors.get("token_embeddings")
-    if embeddings is None or embeddings.ndim != 2 or len(embeddings) != len(metadata.tokens):
+    if metadata.identifier is not None:
+        if embeddings is not None:
+            raise UserError(f"{path} names an identifier but holds token embeddings; train again")
+    elif embeddings is None or embeddings.ndim != 2 or len(embeddings) != len(metadata.tokens):
         raise UserError(
             f"{path} holds no embedding for each of its tokens {metadata.tokens}; "
             "train the subject again"

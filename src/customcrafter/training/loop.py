@@ -27,7 +27,7 @@ from ..io.images import list_images
 from ..io.video import list_videos
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
-from ..prompts import find_tokens, initializer_words, subject_phrase
+from ..prompts import check_identifier, find_tokens, initializer_words, subject_phrase
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 from .checkpoint import (
     CHECKPOINT_DIR,
@@ -301,6 +301,7 @@ def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict
         config.lora_target_override,
         config.rank,
         seed=config.seed,
+        identifier=config.identifier,
     )
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
     if weight_dtype is not None:
@@ -339,19 +340,24 @@ def _datasets(config, tokens, instance_paths, class_paths, height, width, factor
 
 
 def _check_inputs(config: TrainConfig):
-    """The settings, the subject's new tokens and its photos (and the class images given),
-    checked before anything is loaded: ``(tokens, initializer words, instance paths, class
-    paths or None)``."""
+    """The settings, the subject's new tokens (or identifier word) and its photos (and the
+    class images given), checked before anything is loaded: ``(tokens or [identifier],
+    initializer words, instance paths, class paths or None)``."""
     config.validate()
     if not config.output_dir:
         raise UserError("give an output folder (--output-dir)")
-    tokens = find_tokens(config.instance_prompt)
-    if not tokens:
-        raise UserError(
-            f"the instance prompt {config.instance_prompt!r} has no new token: write the subject "
-            "as a token in angle brackets followed by its class, e.g. 'video of a <new1> dog'"
-        )
-    init_words = initializer_words(config.instance_prompt, config.initializer_words)
+    if config.identifier is not None:
+        check_identifier(config.instance_prompt, config.identifier)
+        tokens, init_words = [config.identifier], {}
+    else:
+        tokens = find_tokens(config.instance_prompt)
+        if not tokens:
+            raise UserError(
+                f"the instance prompt {config.instance_prompt!r} has no new token: write the "
+                "subject as a token in angle brackets followed by its class, e.g. 'video of a "
+                "<new1> dog' (or name it by an existing word with --identifier sks)"
+            )
+        init_words = initializer_words(config.instance_prompt, config.initializer_words)
     instance_paths = list_images(config.instance_data_dir, "instance image")
     class_paths = None
     if config.prior_loss_weight > 0 and config.class_data_dir:
