@@ -30,9 +30,10 @@ WAN_TRAINING = dict(base="tiny-wan", height=16, width=16)
 SETTINGS = dict(height=16, width=16, num_frames=9, num_inference_steps=4, guidance_scale=5.0)
 
 
-def _diffusers_video(model: WanModel, seed: int) -> torch.Tensor:
+def _diffusers_video(model: WanModel, seed: int, **extra) -> torch.Tensor:
     frames = model.to_pipeline()(
         PROMPT,
+        **extra,
         negative_prompt=NEGATIVE,
         generator=torch.Generator().manual_seed(seed),
         output_type="pt",
@@ -336,3 +337,104 @@ def test_a_bad_identifier_is_refused_before_loading(
     )
     with pytest.raises(UserError, match=error):
         train(config, model=None, progress=False)
+
+
+def test_a14b_guidance_scale_2_is_the_low_noise_experts_as_in_wan_pipeline():
+    model = build_tiny_wan(two_experts=True)
+    ours = CustomCrafterPipeline(model)(
+        PROMPT, negative_prompt=NEGATIVE, seed=3, progress=False, guidance_scale_2=2.0, **SETTINGS
+    ).videos
+    assert torch.equal(ours, _diffusers_video(model, 3, guidance_scale_2=2.0))
+    assert not torch.equal(ours, _diffusers_video(model, 3))
+    with pytest.raises(UserError, match="two-expert"):
+        CustomCrafterPipeline(build_tiny_wan())(PROMPT, progress=False, guidance_scale_2=2.0)
+
+
+@pytest.mark.parametrize("experts", ["high", "low", "both"])
+def test_experts_chooses_where_the_module_goes_and_which_timesteps_train(
+    tmp_path, instance_dir, class_dir, experts
+):
+    model = build_tiny_wan(two_experts=True)
+    config = _config(
+        tmp_path, instance_dir, class_dir, **WAN_TRAINING, max_train_steps=2, train_frames=1
+    )
+    config.experts = experts
+    seen = {"high": [], "low": []}
+    for name, expert in (("high", model.unet), ("low", model.transformer_2)):
+        expert.register_forward_hook(
+            lambda m, a, k, o, name=name: seen[name].append(k["timestep"]), with_kwargs=True
+        )
+    path = train(config, model=model, progress=False)
+    targets = read_metadata(path).targets
+    low = [t for t in targets if t.startswith("transformer_2.")]
+    assert bool(low) == (experts != "high") and (len(low) < len(targets)) == (experts != "low")
+    # training calls (with grad) run only the experts that carry the module
+    boundary = model.boundary_ratio * model.num_train_timesteps
+    assert all((t >= boundary).all() for t in seen["high"])
+    assert all((t < boundary).all() for t in seen["low"])
+    assert bool(seen["low"]) == (experts != "high")
+    pipe = CustomCrafterPipeline.from_pretrained(subject=path)
+    schedule = DynamicWeightSchedule(0.4, 0.8, 1)
+    folded = pipe("a <new1> dog", schedule=schedule, progress=False, seed=1)
+    unfolded = pipe("a <new1> dog", schedule=schedule, progress=False, seed=1, fold_lora=False)
+    torch.testing.assert_close(folded.videos, unfolded.videos, atol=1e-5, rtol=0)
+
+
+def test_both_experts_sample_each_experts_timesteps_in_proportion():
+    model = build_tiny_wan(two_experts=True)
+    generator = torch.Generator().manual_seed(0)
+    boundary = model.boundary_ratio * model.num_train_timesteps
+    calls = [model.sample_timesteps(4, generator) for _ in range(400)]
+    assert all((c >= boundary).all() or (c < boundary).all() for c in calls)
+    share = sum(bool((c >= boundary).all()) for c in calls) / len(calls)
+    shift, b = model.flow_shift, model.boundary_ratio
+    expected = 1 - b / (shift - (shift - 1) * b)  # P(shifted sigma >= boundary)
+    assert abs(share - expected) < 0.08
+
+
+def test_experts_on_a_one_expert_model_is_refused_before_anything_runs(
+    tmp_path, instance_dir, class_dir
+):
+    config = _config(
+        tmp_path, instance_dir, class_dir, **WAN_TRAINING, max_train_steps=1, train_frames=1
+    )
+    config.experts = "low"
+    with pytest.raises(UserError, match="one denoiser"):
+        train(config, model=build_tiny_wan(), progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_an_a14b_subject_exports_one_file_per_expert_and_loads_into_wan_pipeline(tmp_path):
+    module = SpatialSubjectModule.create(build_tiny_wan(two_experts=True), {}, identifier="sks")
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in module.layers.values():
+            b = layer.lora_B["subject"].weight
+            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
+    path = module.save(tmp_path / "subject.safetensors")
+    with pytest.raises(UserError, match="--expert high and --expert low"):
+        export_subject(path, tmp_path / "x.safetensors", "diffusers")
+    high = export_subject(path, tmp_path / "high.safetensors", "diffusers", expert="high")
+    low = export_subject(path, tmp_path / "low.safetensors", "diffusers", expert="low")
+    assert load_file(str(high)).keys() == load_file(str(low)).keys()
+    prompt = "a sks dog"
+    ours = CustomCrafterPipeline.from_pretrained(subject=path)(
+        prompt,
+        schedule=DynamicWeightSchedule.constant(1.0),
+        negative_prompt=NEGATIVE,
+        seed=2,
+        progress=False,
+        **SETTINGS,
+    ).videos
+    pipe = build_tiny_wan(two_experts=True).to_pipeline()
+    pipe.load_lora_weights(str(high), adapter_name="high")
+    pipe.load_lora_weights(str(low), adapter_name="low", load_into_transformer_2=True)
+    theirs = pipe(
+        prompt,
+        negative_prompt=NEGATIVE,
+        generator=torch.Generator().manual_seed(2),
+        output_type="pt",
+        max_sequence_length=16,
+        **SETTINGS,
+    ).frames.permute(0, 2, 1, 3, 4)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)

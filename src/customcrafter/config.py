@@ -42,6 +42,8 @@ TARGET_PRESETS: dict[str, tuple[str, ...]] = {
     # the paper's selection plus the output projections
     "spatial-qkvo": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in (*_QKV, "to_out.0")),
 }
+#: where the subject module goes in a two-expert model (Wan 2.2 A14B)
+EXPERTS = ("low", "high", "both")
 #: the learning-rate schedules diffusers' get_scheduler knows
 LR_SCHEDULERS = (
     "linear",
@@ -133,6 +135,12 @@ class TrainConfig:
         flag="--initializer-word",
         metavar="TOKEN=WORD",
     )
+    experts: str | None = setting(
+        None,
+        help="Wan 2.2 A14B: which expert the module goes in: high (the high-noise "
+        "transformer, early steps), low (transformer_2, late steps) or both (default)",
+        metavar="{low,high,both}",
+    )
     identifier: str | None = setting(
         None,
         help="name the subject by this existing word (e.g. sks, written in the instance prompt "
@@ -213,6 +221,8 @@ class TrainConfig:
                 "prior preservation needs class images: give --num-class-images 1 or more "
                 "(or --class-data-dir), or pass --prior-loss-weight 0 to train without it"
             )
+        if self.experts is not None:
+            _one_of(self.experts, EXPERTS, "--experts")
         if self.identifier is not None and self.initializer_words:
             raise UserError(
                 "--initializer-word starts a new token's embedding; with --identifier no "
@@ -259,6 +269,11 @@ class SampleConfig:
     guidance_scale: float | None = setting(
         None, help="classifier-free guidance (default: the base model's, 12.0 for VideoCrafter2)"
     )
+    guidance_scale_2: float | None = setting(
+        None,
+        help="Wan 2.2 A14B: guidance in the low-noise expert's steps (default: the model's, "
+        "3.0; --guidance-scale is the high-noise expert's)",
+    )
     eta: float | None = setting(None, help="DDIM eta (default: the base model's)")
     num_frames: int | None = setting(None, help="frames (default: the base model's)")
     height: int | None = setting(None, help="height (default: the base model's)")
@@ -271,6 +286,8 @@ class SampleConfig:
         """Check every value (``None`` stays the model's default)."""
         normalize(self)
         for name in ("lambda_s", "lambda_l", "constant_weight", "guidance_scale"):
+            _finite(self, name)
+        for name in ("guidance_scale_2",):
             _finite(self, name)
         _finite(self, "eta", at_least=0.0)
         _finite(self, "switch_sigma", at_least=0.0)
@@ -290,6 +307,7 @@ class SampleConfig:
 SAMPLER_FIELDS = (
     "num_inference_steps",
     "guidance_scale",
+    "guidance_scale_2",
     "eta",
     "num_frames",
     "height",

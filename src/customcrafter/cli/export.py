@@ -24,6 +24,12 @@ def add_parser(subparsers) -> None:
         "token, which LoRA files cannot carry; prompts then name it by its class word "
         "(a subject trained with --identifier WORD needs no such thing)",
     )
+    parser.add_argument(
+        "--expert",
+        choices=["high", "low"],
+        help="Wan 2.2 A14B subject adapting both experts: the expert this file is for "
+        "(high: transformer, low: transformer_2); export each",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     parser.set_defaults(run=run)
 
@@ -33,7 +39,12 @@ def run(args: argparse.Namespace) -> None:
     from ..subject.export import export_subject
 
     out = export_subject(
-        args.subject, args.out, args.format, drop_token=args.drop_token, overwrite=args.overwrite
+        args.subject,
+        args.out,
+        args.format,
+        drop_token=args.drop_token,
+        overwrite=args.overwrite,
+        expert=args.expert,
     )
     identifier = read_metadata(args.subject).identifier
     named = f"; name the subject {identifier!r} in prompts" if identifier else ""

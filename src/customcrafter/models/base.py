@@ -32,6 +32,8 @@ class ModelDefaults:
     fps: int = 8
     num_inference_steps: int = 50
     guidance_scale: float = 12.0
+    #: two-expert models: the guidance of the low-noise expert's steps
+    guidance_scale_2: float | None = None
     eta: float = 0.0
     negative_prompt: str = ""
 
@@ -90,6 +92,17 @@ class BaseVideoModel(ABC):
         self.offload: str | None = None
         self._execution_device: torch.device | None = None
         self.freeze()
+
+    # --- denoisers --------------------------------------------------------------------------
+    def experts(self) -> dict[str, nn.Module]:
+        """The denoisers a subject module may adapt, by the prefix their layers carry in
+        subject files: ``{"": unet}``; a two-expert model adds its second one."""
+        return {"": self.unet}
+
+    def guidance_at(self, timestep: float, scale: float, scale_2: float | None) -> float:
+        """The guidance scale at ``timestep`` (two-expert models: ``scale_2`` in the
+        low-noise expert's steps)."""
+        return scale
 
     # --- text ---------------------------------------------------------------------------
     @property
@@ -270,9 +283,11 @@ class BaseVideoModel(ABC):
         return [name for name, _ in self.unet.named_modules() if pattern.fullmatch(name)]
 
     def architecture_fingerprint(self) -> str:
-        """Hash of the UNet's and text encoder's parameter names and shapes (not values)."""
+        """Hash of the UNet's (every expert's) and text encoder's parameter names and shapes
+        (not values)."""
         h = hashlib.sha256()
-        for prefix, module in (("unet", self.unet), ("text", self.text_encoder)):
+        parts = [("unet" + (f":{p}" if p else ""), m) for p, m in self.experts().items()]
+        for prefix, module in (parts[0], ("text", self.text_encoder), *parts[1:]):
             for key, tensor in module.state_dict().items():
                 if "lora_" in key or "new_embeddings" in key:
                     continue  # an injected subject module is not part of the base

@@ -21,7 +21,8 @@ BASE_MODEL_HELP = (
     "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
     "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
     "a diffusers Wan folder or hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers' "
-    "(optionally prefixed 'wan:'; 'tiny-wan' is a random test one), "
+    "(optionally prefixed 'wan:'; 'tiny-wan' and the two-expert 'tiny-wan-a14b' are random "
+    "test ones), "
     "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
     "or a folder written by 'customcrafter convert videocrafter2'"
 )
@@ -45,8 +46,8 @@ def load_base_model(
         raise UserError("a base config applies only to 'videocrafter2:' checkpoints")
     if spec == "tiny":
         model: BaseVideoModel = build_tiny_t2v()
-    elif spec == "tiny-wan":
-        model = build_tiny_wan()
+    elif spec in ("tiny-wan", "tiny-wan-a14b"):
+        model = build_tiny_wan(two_experts=spec == "tiny-wan-a14b")
     elif spec.startswith("wan:") or _names_wan(spec):
         model = WanModel.from_pretrained(spec.removeprefix("wan:"), torch_dtype=dtype)
     elif spec == "shapes":

@@ -52,8 +52,17 @@ _WAN21 = ModelDefaults(
 )
 _WAN22_TI2V = dataclasses.replace(_WAN21, num_frames=121, height=704, width=1280, fps=24)
 _WAN22_A14B = dataclasses.replace(
-    _WAN21, height=720, width=1280, num_inference_steps=40, guidance_scale=4.0
+    _WAN21,
+    height=720,
+    width=1280,
+    num_inference_steps=40,
+    guidance_scale=4.0,  # the high-noise expert's steps
+    guidance_scale_2=3.0,  # the low-noise expert's (Wan 2.2's sample_guide_scale (3.0, 4.0))
 )
+
+
+#: the prefix of Wan 2.2 A14B's low-noise expert's (``transformer_2``) layers in subject files
+LOW_NOISE_PREFIX = "transformer_2."
 
 
 def is_wan_folder(path: str | Path) -> bool:
@@ -244,6 +253,16 @@ class WanModel(BaseVideoModel):
         return self.vae.decode(latents / inv_std + mean, return_dict=False)[0]
 
     # --- denoiser ------------------------------------------------------------------------
+    def experts(self) -> dict[str, nn.Module]:
+        if self.transformer_2 is None:
+            return {"": self.unet}
+        return {"": self.unet, LOW_NOISE_PREFIX: self.transformer_2}
+
+    def guidance_at(self, timestep: float, scale: float, scale_2: float | None) -> float:
+        if self.transformer_2 is None or scale_2 is None:
+            return scale
+        return scale if self.expert(timestep) is self.unet else scale_2
+
     def expert(self, timestep: float) -> nn.Module:
         """The transformer that denoises at ``timestep`` (A14B: by ``boundary_ratio``)."""
         if self.transformer_2 is None:
@@ -266,7 +285,7 @@ class WanModel(BaseVideoModel):
         )[0]
 
     def checkpoint_blocks(self):
-        return list(self.unet.blocks)
+        return [block for expert in self.experts().values() for block in expert.blocks]
 
     # --- flow matching -------------------------------------------------------------------
     @property
@@ -274,11 +293,28 @@ class WanModel(BaseVideoModel):
         return int(self.scheduler_config.get("num_train_timesteps", 1000))
 
     def sample_timesteps(self, count: int, generator: torch.Generator | None = None):
-        """Training timesteps: sigma uniform in (0, 1), shifted by ``flow_shift``."""
+        """Training timesteps: sigma uniform in (0, 1), shifted by ``flow_shift``.
+
+        On a two-expert model one call's timesteps all fall in one expert's range (a
+        forward pass runs one expert): an expert whose layers carry a subject module,
+        picked in proportion to its share of the distribution when both do."""
         u = torch.rand(count, generator=generator)
+        if self.transformer_2 is not None:
+            low, high = self._expert_range(generator)
+            u = low + (high - low) * u
         shift = self.flow_shift
         sigma = shift * u / (1 + (shift - 1) * u)
         return sigma * self.num_train_timesteps
+
+    def _expert_range(self, generator) -> tuple[float, float]:
+        """The range of the unshifted uniform draw that lands in one expert's timesteps."""
+        shift, b = self.flow_shift, float(self.boundary_ratio)
+        u_boundary = b / (shift - (shift - 1) * b)  # the shift's inverse at sigma = boundary
+        adapted = [any(hasattr(m, "lora_A") for m in e.modules()) for e in self.experts().values()]
+        high = adapted[0] if adapted[0] != adapted[1] else None
+        if high is None:  # both (or neither): the high-noise expert by its share
+            high = bool(torch.rand(1, generator=generator).item() >= u_boundary)
+        return (u_boundary, 1.0) if high else (0.0, u_boundary)
 
     def _sigma(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         sigma = timesteps.to(device=like.device, dtype=torch.float32) / self.num_train_timesteps
@@ -421,7 +457,7 @@ def build_tiny_wan(
         num_frames=9, height=16, width=16, fps=16, num_inference_steps=4, guidance_scale=5.0
     )
     return WanModel(
-        "tiny-wan",
+        "tiny-wan-a14b" if two_experts else "tiny-wan",
         first,
         vae,
         text_encoder,

@@ -210,7 +210,16 @@ class CustomCrafterPipeline:
         if not 0 <= first_steps <= steps:
             raise UserError(f"first_steps must be between 0 and the {steps} steps")
         weights, with_token = self._plan(schedule, sampler)
-        use_cfg = s.guidance_scale != 1.0
+        if config.guidance_scale_2 is not None and len(model.experts()) < 2:
+            raise UserError(
+                "--guidance-scale-2 is the low-noise expert's guidance of a two-expert model "
+                f"(Wan 2.2 A14B); {model.name!r} has one denoiser: use --guidance-scale"
+            )
+        scales = [
+            model.guidance_at(float(t), s.guidance_scale, s.guidance_scale_2)
+            for t in sampler.timesteps
+        ]
+        use_cfg = any(scale != 1.0 for scale in scales)
         context = _Contexts(model, s.negative_prompt if use_cfg else None, b)
 
         def texts_at(i: int) -> list[str]:
@@ -237,7 +246,7 @@ class CustomCrafterPipeline:
                     uncond = model.predict(latents, t_batch, negative, s.fps)
                     apply_weight(weights[i])
                     cond = model.predict(latents, t_batch, positive, s.fps)
-                    out = uncond + s.guidance_scale * (cond - uncond)
+                    out = uncond + scales[i] * (cond - uncond)
                 else:
                     apply_weight(weights[i])
                     model_in = torch.cat([latents, latents]) if use_cfg else latents
@@ -245,7 +254,7 @@ class CustomCrafterPipeline:
                     out = model.predict(model_in, t_batch, context(texts_at(i)), s.fps)
                     if use_cfg:
                         uncond, cond = out.chunk(2)
-                        out = uncond + s.guidance_scale * (cond - uncond)
+                        out = uncond + scales[i] * (cond - uncond)
                 latents = sampler.step(out, t, latents, eta=s.eta, generator=generator).prev_sample
 
         videos = model.decode_video(latents).float().cpu()

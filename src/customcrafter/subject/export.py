@@ -11,6 +11,11 @@ The LoRA scale ``alpha / rank`` is folded into ``lora_B`` and ``alpha`` written 
 so every loader applies the module at exactly the weight it is given. A learnt token (the
 paper's ``<new1>``) is a new row of the text encoder's embedding table, which neither format
 carries: such a subject is refused unless ``drop_token`` says to export the LoRA alone.
+
+A subject of Wan 2.2 A14B that adapts both experts is written one file per expert
+(``expert="high"`` for ``transformer``, ``"low"`` for ``transformer_2``), as ComfyUI loads a
+LoRA into each expert's model and diffusers into ``transformer_2`` with
+``load_lora_weights(..., load_into_transformer_2=True)``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from safetensors.torch import save_file
 
 from ..errors import UserError
 from ..io.files import atomic_path
+from ..models.wan import LOW_NOISE_PREFIX as LOW_NOISE
 from .module import read_metadata, resolve_subject_path
 
 FORMATS = ("comfyui", "diffusers")
@@ -51,6 +57,7 @@ def export_subject(
     format: str = "comfyui",
     drop_token: bool = False,
     overwrite: bool = False,
+    expert: str | None = None,
 ) -> Path:
     """Write ``subject`` (a Wan subject module file or training folder) as a LoRA file in
     ``format``, atomically; returns the path written."""
@@ -63,7 +70,8 @@ def export_subject(
         raise UserError(f"the exported file is a .safetensors file, got {out.name}")
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
-    foreign = [t for t in metadata.targets if not _WAN_TARGET.fullmatch(t)]
+    targets, prefix = _expert_targets(path, metadata.targets, expert)
+    foreign = [t for t in targets if not _WAN_TARGET.fullmatch(t)]
     if foreign:
         raise UserError(
             f"{path} was trained on {metadata.base_model!r}, not a Wan model (its layer "
@@ -82,13 +90,14 @@ def export_subject(
         )
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys() if k != "token_embeddings"}
-    lora = _scaled(tensors, metadata.targets, metadata.rank, metadata.lora_alpha)
+    lora = _scaled(tensors, targets, prefix, metadata.rank, metadata.lora_alpha)
     converted = _comfyui(lora, metadata.rank) if format == "comfyui" else _diffusers(lora)
     info = {
         "format": format,
         "source": "customcrafter",
         "base_model": metadata.base_model,
         "rank": str(metadata.rank),
+        "expert": expert or "",
         "dropped_tokens": json.dumps(metadata.tokens if drop_token else []),
         "identifier": metadata.identifier or "",
     }
@@ -98,13 +107,35 @@ def export_subject(
     return out
 
 
-def _scaled(tensors, targets, rank: int, alpha: float) -> dict[str, tuple[torch.Tensor, ...]]:
-    """``{target: (A, B * alpha / rank)}`` in float32."""
+def _expert_targets(path, targets: list[str], expert: str | None) -> tuple[list[str], str]:
+    """The targets (named within their expert) that one file holds, and their prefix."""
+    low = [t[len(LOW_NOISE) :] for t in targets if t.startswith(LOW_NOISE)]
+    high = [t for t in targets if not t.startswith(LOW_NOISE)]
+    if expert is None:
+        if low and high:
+            raise UserError(
+                f"{path} adapts both experts of Wan 2.2 A14B; export one file per expert with "
+                "--expert high and --expert low (ComfyUI loads one LoRA into each expert's "
+                "model; diffusers loads the low one with load_lora_weights(..., "
+                "load_into_transformer_2=True))"
+            )
+        return (high, "") if high else (low, LOW_NOISE)
+    if expert not in ("high", "low"):
+        raise UserError(f"--expert is high or low, got {expert!r}")
+    chosen = high if expert == "high" else low
+    if not chosen:
+        raise UserError(f"{path} has no layers in the {expert}-noise expert; leave out --expert")
+    return chosen, ("" if expert == "high" else LOW_NOISE)
+
+
+def _scaled(tensors, targets, prefix: str, rank: int, alpha: float) -> dict:
+    """``{target: (A, B * alpha / rank)}`` in float32, ``targets`` named within the expert
+    whose layers in the subject file carry ``prefix``."""
     scale = float(alpha) / float(rank)
     out = {}
     for target in targets:
-        a = tensors[f"{target}.lora_A.weight"].float().contiguous()
-        b = (tensors[f"{target}.lora_B.weight"].float() * scale).contiguous()
+        a = tensors[f"{prefix}{target}.lora_A.weight"].float().contiguous()
+        b = (tensors[f"{prefix}{target}.lora_B.weight"].float() * scale).contiguous()
         out[target] = (a, b)
     return out
 

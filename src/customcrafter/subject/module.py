@@ -11,6 +11,7 @@ with an existing identifier word (``--identifier sks``) has no tokens and no
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -137,7 +138,7 @@ class SpatialSubjectModule:
         self.model = model
         self.metadata = metadata
         self.embedding = embedding
-        modules = dict(model.unet.named_modules())
+        modules = named_modules(model)
         self.layers: dict[str, nn.Module] = {name: modules[name] for name in metadata.targets}
         for param in self.parameters():
             param.requires_grad_(True)
@@ -153,16 +154,18 @@ class SpatialSubjectModule:
         rank: int = 4,
         seed: int = 0,
         identifier: str | None = None,
+        experts: str | None = None,
     ) -> SpatialSubjectModule:
         """Inject a fresh module: LoRA A ~ N(0, 1/rank) drawn from ``seed``, B = 0 (so it
         starts as a no-op), and each token's embedding initialised from its initializer
         word. With ``identifier`` (an existing word, ``initializer_words`` empty) no token
-        is added and no embedding trained."""
+        is added and no embedding trained. ``experts`` (two-expert models): ``"high"``,
+        ``"low"`` or ``"both"`` (the default)."""
         if identifier is not None and initializer_words:
             raise UserError("a subject has new tokens or an identifier word, not both")
         if identifier is None and not initializer_words:
             raise UserError("a subject needs a new token or an identifier word")
-        targets = resolve_targets(model, preset, override)
+        targets = for_experts(model, resolve_targets(model, preset, override), experts)
         metadata = SubjectMetadata(
             base_model=model.name,
             architecture_fingerprint=model.architecture_fingerprint(),
@@ -313,11 +316,11 @@ class FoldedWeights:
         self.originals = [layer.base_layer.weight.detach().clone() for layer in self.layers]
         # while folded, each plain Linear stands in its LoRA wrapper's place: no wrapper
         # code runs per call, so sampling costs what the base model's does
-        unet = module.model.unet
         self.slots = []
         for name, layer in module.layers.items():
-            parent, _, attr = name.rpartition(".")
-            self.slots.append((unet.get_submodule(parent), attr, layer))
+            root, relative = owner(module.model, name)
+            parent, _, attr = relative.rpartition(".")
+            self.slots.append((root.get_submodule(parent), attr, layer))
         for holder, attr, layer in self.slots:
             layer.enable_adapters(False)
             setattr(holder, attr, layer.base_layer)
@@ -351,7 +354,7 @@ def check_compatible(metadata: SubjectMetadata, model: BaseVideoModel, strict: b
     """Raise ``UserError`` naming how ``model`` differs from the base the module was trained on."""
     problems = []
     if metadata.architecture_fingerprint != model.architecture_fingerprint():
-        modules = dict(model.unet.named_modules())
+        modules = named_modules(model)
         missing = [t for t in metadata.targets if t not in modules]
         detail = (
             f"; {len(missing)} of its {len(metadata.targets)} target layers do not exist there (e.g. {missing[0]})"
@@ -403,10 +406,53 @@ def _inject_lora(model: BaseVideoModel, metadata: SubjectMetadata) -> None:
         init_lora_weights="gaussian",  # A ~ N(0, 1/r), B = 0, as in the authors' code
         lora_dropout=0.0,
     )
-    if any(hasattr(m, "lora_A") for m in model.unet.modules()):
+    roots = model.experts()
+    if any(hasattr(m, "lora_A") for root in roots.values() for m in root.modules()):
         raise UserError("this base model already carries a subject module; load a fresh base model")
-    inject_adapter_in_model(config, model.unet, adapter_name=ADAPTER)
-    model.unet.requires_grad_(False)
+    by_root: dict[int, tuple[nn.Module, list[str]]] = {}
+    for target in metadata.targets:
+        root, relative = owner(model, target)
+        by_root.setdefault(id(root), (root, []))[1].append(relative)
+    for root, targets in by_root.values():
+        config = dataclasses.replace(config, target_modules=targets)
+        inject_adapter_in_model(config, root, adapter_name=ADAPTER)
+    for root in roots.values():
+        root.requires_grad_(False)
+
+
+def named_modules(model: BaseVideoModel) -> dict[str, nn.Module]:
+    """Every module a subject may adapt, by its name in subject files (a two-expert model's
+    second expert's names carry its prefix, ``transformer_2.``)."""
+    return {
+        prefix + name: module
+        for prefix, root in model.experts().items()
+        for name, module in root.named_modules()
+        if name
+    }
+
+
+def owner(model: BaseVideoModel, target: str) -> tuple[nn.Module, str]:
+    """The denoiser holding the layer ``target`` (a subject file's name) and its name there."""
+    roots = model.experts()
+    prefix = next(p for p in sorted(roots, key=len, reverse=True) if target.startswith(p))
+    return roots[prefix], target[len(prefix) :]
+
+
+def for_experts(model: BaseVideoModel, targets: list[str], experts: str | None) -> list[str]:
+    """``targets`` (layer names in ``model.unet``) in the experts ``experts`` names: on a
+    two-expert model ``high`` is the first (``unet``), ``low`` the second, ``both`` (the
+    default) each."""
+    roots = model.experts()
+    if len(roots) < 2:
+        if experts is not None:
+            raise UserError(
+                f"--experts {experts} chooses between the two experts of Wan 2.2 A14B; "
+                f"{model.name!r} has one denoiser: leave --experts out"
+            )
+        return targets
+    low = next(p for p in roots if p)
+    chosen = {"high": [""], "low": [low], "both": ["", low], None: ["", low]}[experts]
+    return [prefix + t for prefix in chosen for t in targets]
 
 
 def _unwrapped_embedding(model: BaseVideoModel) -> nn.Embedding:

@@ -29,6 +29,7 @@ from ..models import load_base_model
 from ..models.base import BaseVideoModel
 from ..prompts import check_identifier, find_tokens, initializer_words, subject_phrase
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
+from ..subject.module import for_experts
 from .checkpoint import (
     CHECKPOINT_DIR,
     find_checkpoint,
@@ -60,6 +61,7 @@ class SubjectDenoiser(nn.Module):
     def __init__(self, model: BaseVideoModel):
         super().__init__()
         self.unet = model.unet
+        self.experts = nn.ModuleList(list(model.experts().values())[1:])  # A14B's second
         self.text_encoder = model.text_encoder
         self._model = model
 
@@ -240,6 +242,7 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     if height % factor or width % factor:
         raise UserError(f"--height and --width must be multiples of {factor}, got {height}x{width}")
     model.latent_shape(1, config.train_frames, height, width)  # the model's own checks
+    for_experts(model, [], config.experts)  # --experts only on a two-expert model
 
     # class images come from the plain base model, before the subject module exists
     if use_prior and class_paths is None:
@@ -302,6 +305,7 @@ def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict
         config.rank,
         seed=config.seed,
         identifier=config.identifier,
+        experts=config.experts,
     )
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
     if weight_dtype is not None:
