@@ -438,3 +438,92 @@ def test_an_a14b_subject_exports_one_file_per_expert_and_loads_into_wan_pipeline
         **SETTINGS,
     ).frames.permute(0, 2, 1, 3, 4)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("build", [build_tiny_wan, build_tiny_t2v])
+def test_the_latent_distribution_is_what_encode_video_draws_from(build):
+    model = build()
+    frames = 1 if isinstance(model, WanModel) else 2
+    video = torch.rand(1, 3, frames, 16, 16) * 2 - 1
+    mean, std = model.latent_distribution(video)
+    drawn = model.encode_video(video, generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)
+    b, c, f, h, w = mean.shape
+    if isinstance(model, WanModel):  # one 3D VAE call
+        noise = torch.randn(mean.shape, generator=generator)
+    else:  # a 2D VAE frame by frame: the noise is drawn frame-major
+        noise = torch.randn(b * f, c, h, w, generator=generator)
+        noise = noise.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+    torch.testing.assert_close(drawn, mean + std * noise, atol=1e-6, rtol=0)
+
+
+def _count_calls(module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_cached_training_encodes_each_view_once_and_text_only_with_an_identifier(
+    tmp_path, instance_dir, class_dir
+):
+    model = build_tiny_wan()
+    vae_calls, text_calls = _count_calls(model.vae.encoder), _count_calls(model.text_encoder)
+    config = _config(
+        tmp_path,
+        instance_dir,
+        class_dir,
+        **WAN_TRAINING,
+        max_train_steps=4,
+        train_frames=1,
+        cache_views=2,
+        instance_prompt="video of a sks dog",
+        identifier="sks",
+    )
+    train(config, model=model, progress=False)
+    # 3 photos x 2 views and 2 class images, encoded once; captions embedded once each
+    assert len(vae_calls) == 3 * 2 + 2
+    assert 0 < len(text_calls) <= 3 * 2 + 1
+    assert model.vae.encoder.conv_in.weight.device == model.device  # back where it was
+
+    model = build_tiny_wan()  # a learnt token: the text encoder runs in every step
+    text_calls = _count_calls(model.text_encoder)
+    config = _config(
+        tmp_path,
+        instance_dir,
+        class_dir,
+        "learnt",
+        **WAN_TRAINING,
+        max_train_steps=4,
+        train_frames=1,
+        cache_views=2,
+    )
+    path = train(config, model=model, progress=False)
+    assert len(text_calls) == 4
+    start = model.token_embedding().base.weight[model.tokenizer("dog").input_ids[0]]
+    assert not torch.allclose(load_file(str(path))["token_embeddings"][0], start)
+
+
+def test_cached_training_resumes_to_the_same_module(tmp_path, instance_dir, class_dir):
+    def run(name, steps, **extra):
+        config = _config(
+            tmp_path,
+            instance_dir,
+            class_dir,
+            name,
+            **WAN_TRAINING,
+            train_frames=1,
+            max_train_steps=steps,
+            checkpointing_steps=2,
+            **extra,
+        )
+        return train(config, model=build_tiny_wan(), progress=False)
+
+    straight = run("a", 4)
+    run("b", 2)
+    resumed = run("b", 4, resume_from_checkpoint="latest")
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-7, rtol=0)
+    uncached = run("c", 4, cache_inputs=False)
+    assert not torch.equal(load_file(str(uncached))["token_embeddings"], a["token_embeddings"])

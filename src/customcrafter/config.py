@@ -150,6 +150,16 @@ class TrainConfig:
         metavar="WORD",
     )
     train_frames: int = setting(4, help="frames in each static training clip")
+    cache_inputs: bool | None = setting(
+        None,
+        help="encode the training clips with the VAE once (and, with --identifier, their "
+        "captions with the text encoder), then train with those off the GPU; each photo "
+        "becomes --cache-views augmented views drawn once instead of a new draw each step "
+        "(default: on for Wan, off for the other bases)",
+    )
+    cache_views: int = setting(
+        10, help="with --cache-inputs: augmented views encoded per photo (1 without --augment)"
+    )
     height: int | None = setting(None, help="training height (default: the base model's)")
     width: int | None = setting(None, help="training width (default: the base model's)")
     augment: bool = setting(
@@ -194,7 +204,7 @@ class TrainConfig:
             _one_of(self.lora_targets, tuple(TARGET_PRESETS), "--lora-targets")
         elif not self.lora_target_override:
             raise UserError("--lora-target-override names no layer; give e.g. attn1.to_q")
-        for name in ("rank", "train_frames", "max_train_steps", "train_batch_size"):
+        for name in ("rank", "train_frames", "max_train_steps", "train_batch_size", "cache_views"):
             _at_least(self, name, 1)
         for name in ("gradient_accumulation_steps", "checkpointing_steps"):
             _at_least(self, name, 1)

@@ -69,6 +69,9 @@ class BaseVideoModel(ABC):
     #: the text encoder puts a start token first (CLIP's); its cross-attention keys and
     #: values get no gradient while training, as in Custom Diffusion
     has_start_token: bool = True
+    #: training encodes its clips (and captions) once and moves the VAE (and text encoder)
+    #: off the GPU unless told otherwise (``TrainConfig.cache_inputs``)
+    cache_training_inputs: bool = False
 
     def __init__(
         self,
@@ -151,6 +154,25 @@ class BaseVideoModel(ABC):
             chunks.append(dist.mean + dist.std * noise.to(dist.mean.device))
         latents = torch.cat(chunks) * self.vae.config.scaling_factor
         return latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    def latent_distribution(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` of the scaled latents of ``video``: ``encode_video`` draws
+        ``mean + std * noise`` (what a training cache keeps, to draw anew each step)."""
+        b, _, f, h, w = video.shape
+        frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, 3, h, w)
+        frames = frames.to(device=self.device, dtype=self.vae.dtype)
+        means, stds = [], []
+        for chunk in frames.split(self.vae_chunk_size):
+            dist = self.vae.encode(chunk).latent_dist
+            means.append(dist.mean)
+            stds.append(dist.std)
+        scale = self.vae.config.scaling_factor
+
+        def shaped(parts):
+            x = torch.cat(parts) * scale
+            return x.reshape(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+        return shaped(means), shaped(stds)
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents, frame by frame."""

@@ -92,6 +92,7 @@ class WanModel(BaseVideoModel):
     spatial_block_pattern = WAN_BLOCK_PATTERN
     flow_matching = True
     batch_guidance = False  # as WanPipeline: two calls, half the activations
+    cache_training_inputs = True  # UMT5-XXL alone is 11 GB in bf16
     has_start_token = False  # UMT5 has none
 
     def __init__(
@@ -246,6 +247,13 @@ class WanModel(BaseVideoModel):
         latents = dist.mean + dist.std * noise.to(dist.mean.device)
         mean, inv_std = self._latent_stats(latents)
         return (latents - mean) * inv_std
+
+    def latent_distribution(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_num_frames(video.shape[2])
+        video = video.to(device=self.device, dtype=self.vae.dtype)
+        dist = self.vae.encode(video).latent_dist
+        mean, inv_std = self._latent_stats(dist.mean)
+        return (dist.mean - mean) * inv_std, dist.std * inv_std
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         latents = latents.to(device=self.device, dtype=self.vae.dtype)

@@ -114,27 +114,32 @@ class SubjectImages:
         return len(self.images)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> StaticClipBatch:
-        pixels, masks, prompts = [], [], []
-        for _ in range(batch_size):
-            img = self.images[rng.integers(0, len(self.images))]
-            prompt = (
-                self.templates[rng.integers(0, len(self.templates))].format(self.prompt)
-                if self.templates
-                else self.prompt
-            )
-            if self.augment:
-                if rng.random() < 0.5:
-                    img = img.transpose(Image.FLIP_LEFT_RIGHT)
-                image, mask, prompt = augment(img, prompt, rng, self.latent_factor)
-            else:
-                image = to_tensor(img)
-                mask = torch.ones(
-                    self.height // self.latent_factor, self.width // self.latent_factor
-                )
-            pixels.append(image.unsqueeze(1).expand(-1, self.num_frames, -1, -1))
-            masks.append(mask.expand(1, self.num_frames, -1, -1))
-            prompts.append(prompt)
-        return StaticClipBatch(torch.stack(pixels), torch.stack(masks), prompts)
+        views = [self.view(int(rng.integers(0, len(self))), rng) for _ in range(batch_size)]
+        return stack_views(views)
+
+    def view(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Photo ``index`` as one training clip: pixels ``[3, f, h, w]``, mask
+        ``[1, f, h/s, w/s]`` and caption, augmented (with ``augment``) by draws from ``rng``."""
+        img = self.images[index]
+        prompt = (
+            self.templates[rng.integers(0, len(self.templates))].format(self.prompt)
+            if self.templates
+            else self.prompt
+        )
+        if self.augment:
+            if rng.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            image, mask, prompt = augment(img, prompt, rng, self.latent_factor)
+        else:
+            image = to_tensor(img)
+            mask = torch.ones(self.height // self.latent_factor, self.width // self.latent_factor)
+        pixels = image.unsqueeze(1).expand(-1, self.num_frames, -1, -1)
+        return pixels, mask.expand(1, self.num_frames, -1, -1), prompt
+
+
+def stack_views(views: list[tuple[torch.Tensor, torch.Tensor, str]]) -> StaticClipBatch:
+    pixels, masks, prompts = zip(*views, strict=True)
+    return StaticClipBatch(torch.stack(pixels), torch.stack(masks), list(prompts))
 
 
 class ClassClips:
@@ -170,11 +175,13 @@ class ClassClips:
         return len(self.clips)
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> StaticClipBatch:
-        pixels = []
-        for _ in range(batch_size):
-            clip = self.clips[rng.integers(0, len(self.clips))]
-            start = int(rng.integers(0, len(clip) - self.num_frames + 1))
-            window = clip[start : start + self.num_frames]
-            pixels.append(torch.stack([to_tensor(f) for f in window], dim=1))
-        masks = torch.ones(batch_size, *self.mask_shape)
-        return StaticClipBatch(torch.stack(pixels), masks, [self.prompt] * batch_size)
+        views = [self.view(int(rng.integers(0, len(self))), rng) for _ in range(batch_size)]
+        return stack_views(views)
+
+    def view(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """A random window of clip ``index``: pixels ``[3, f, h, w]``, mask, caption."""
+        clip = self.clips[index]
+        start = int(rng.integers(0, len(clip) - self.num_frames + 1))
+        window = clip[start : start + self.num_frames]
+        pixels = torch.stack([to_tensor(f) for f in window], dim=1)
+        return pixels, torch.ones(*self.mask_shape), self.prompt

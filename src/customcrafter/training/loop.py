@@ -30,6 +30,7 @@ from ..models.base import BaseVideoModel
 from ..prompts import check_identifier, find_tokens, initializer_words, subject_phrase
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 from ..subject.module import for_experts
+from .cache import CachedBatch, EncodedClips
 from .checkpoint import (
     CHECKPOINT_DIR,
     find_checkpoint,
@@ -56,17 +57,20 @@ class TrainingInterrupted(UserError):
 
 class SubjectDenoiser(nn.Module):
     """Text encoder + UNet as one module, so accelerate (and DDP) sees every trainable
-    parameter: ``forward(noisy [b,c,f,h,w], t [b], input_ids [b,L]) -> model output``."""
+    parameter: ``forward(noisy [b,c,f,h,w], t [b], text, fps) -> model output``, ``text``
+    the token ids ``[b, L]`` or, with ``with_text=False`` (captions embedded beforehand, the
+    text encoder not part of the module), the embeddings ``[b, L, d]``."""
 
-    def __init__(self, model: BaseVideoModel):
+    def __init__(self, model: BaseVideoModel, with_text: bool = True):
         super().__init__()
         self.unet = model.unet
         self.experts = nn.ModuleList(list(model.experts().values())[1:])  # A14B's second
-        self.text_encoder = model.text_encoder
+        if with_text:
+            self.text_encoder = model.text_encoder
         self._model = model
 
-    def forward(self, noisy, timesteps, input_ids, fps: int):
-        context = self._model.encode_text(input_ids)
+    def forward(self, noisy, timesteps, text, fps: int):
+        context = text if text.is_floating_point() else self._model.encode_text(text)
         return self._model.predict(noisy, timesteps, context.to(noisy.dtype), fps)
 
 
@@ -178,18 +182,25 @@ def compute_loss(
     """Noise-prediction loss on instance clips (masked to the image area) plus
     ``prior_loss_weight`` times the loss on class clips."""
     batches = [instance] + ([prior] if prior is not None else [])
-    pixels = torch.cat([b.pixels for b in batches])
     masks = torch.cat([b.masks for b in batches])
-    prompts = [p for b in batches for p in b.prompts]
     device, dtype = model.device, model.dtype
-    with torch.no_grad():
-        latents = model.encode_video(pixels.to(device=device, dtype=dtype), generator=generator)
+    if isinstance(instance, CachedBatch):  # encoded before the loop: draw from the VAE's
+        mean = torch.cat([b.mean for b in batches]).to(device=device, dtype=dtype)
+        std = torch.cat([b.std for b in batches]).to(device=device, dtype=dtype)
+        latents = mean + std * torch.randn(mean.shape, generator=generator).to(mean)
+        text = torch.cat([b.texts for b in batches]).to(device)
+    else:
+        pixels = torch.cat([b.pixels for b in batches])
+        with torch.no_grad():
+            latents = model.encode_video(pixels.to(device=device, dtype=dtype), generator=generator)
+        text = None
     noise = torch.randn(latents.shape, generator=generator).to(device=device, dtype=latents.dtype)
     timesteps = model.sample_timesteps(latents.shape[0], generator).to(device)
     noisy = model.add_noise(latents, noise, timesteps)
     target = model.training_target(latents, noise, timesteps)
-    input_ids = model.tokenize(prompts).to(device)
-    pred = denoiser(noisy, timesteps, input_ids, model.defaults.fps)
+    if text is None:
+        text = model.tokenize([p for b in batches for p in b.prompts]).to(device)
+    pred = denoiser(noisy, timesteps, text, model.defaults.fps)
     diff = pred.float() - target.float()
     err = diff.square() if config.loss == "mse" else diff.abs()
     masks = masks.to(device=device, dtype=err.dtype)
@@ -254,7 +265,18 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     subject = _create_subject(config, model, init_words)
     data = _datasets(config, tokens, instance_paths, class_paths, height, width, factor)
     results = _Results(out, replacing, config_to_dict(config))
-    _fit(config, model, subject, data, accelerator, checkpoint, results, progress)
+    cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
+    embed_text = cache and not subject.trains_text_encoder
+    if cache:
+        data = _encode_once(config, model, data, embed_text, progress)
+    parked = ([model.vae] + ([model.text_encoder] if embed_text else [])) if cache else []
+    for component in parked:  # off the GPU while training; back afterwards
+        component.to("cpu")
+    try:
+        _fit(config, model, subject, data, accelerator, checkpoint, results, progress, embed_text)
+    finally:
+        for component in parked:
+            component.to(accelerator.device)
     path = out / SUBJECT_FILENAME
     if accelerator.is_main_process:
         try:
@@ -292,6 +314,25 @@ def _generate_class_data(config, model, height, width, progress) -> list[Path]:
         num_inference_steps=config.class_sampling_steps,
         progress=progress,
     )
+
+
+def _encode_once(config, model, data, embed_text: bool, progress: bool):
+    """``data`` encoded before the loop (``training.cache``), from the run's seed: a resumed
+    run encodes the same views."""
+    instances, classes = data
+    rng = np.random.default_rng([config.seed, 0xCACE])
+    views = config.cache_views if config.augment else 1
+    encoded = EncodedClips(
+        model, instances, views, rng, embed_text, progress, desc="encoding photos"
+    )
+    if classes is not None:
+        class_views = config.cache_views if config.class_videos else 1
+        classes = EncodedClips(
+            model, classes, class_views, rng, embed_text, progress, desc="encoding class data"
+        )
+    size = (encoded.nbytes() + (classes.nbytes() if classes is not None else 0)) / 2**20
+    logger.info("training inputs encoded once: %.0f MiB in CPU memory", size)
+    return encoded, classes
 
 
 def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict):
@@ -395,12 +436,15 @@ def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: 
     return optimizer, lr_scheduler
 
 
-def _fit(config, model, subject, data, accelerator, checkpoint, results, progress) -> None:
+def _fit(
+    config, model, subject, data, accelerator, checkpoint, results, progress, embedded=False
+) -> None:
     """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
-    writing a checkpoint every ``checkpointing_steps``. ``data``: (instance, class) images."""
+    writing a checkpoint every ``checkpointing_steps``. ``data``: (instance, class) images
+    (or their encodings; ``embedded``: captions too, the text encoder not needed)."""
     instances, classes = data
     optimizer, lr_scheduler = _optimizer(config, subject, accelerator)
-    denoiser = SubjectDenoiser(model)
+    denoiser = SubjectDenoiser(model, with_text=not embedded)
     denoiser.train()
     denoiser, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
     step = 0
