@@ -80,3 +80,26 @@ def test_the_wan_dwvs_benchmark_runs_at_tiny_size():
     rows = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
     assert {"base", "dwvs-folded", "diffusers-base", "diffusers-set-adapters"} <= rows
     assert "dwvs-folded / base =" in result.stdout
+
+
+def test_the_wan_memory_benchmark_builds_the_release_shapes_and_runs_at_tiny_size():
+    script = str(BENCHMARKS / "wan_memory.py")
+    shapes = subprocess.run(
+        [sys.executable, script, "--shapes"], capture_output=True, text=True, timeout=300
+    )
+    assert shapes.returncode == 0, shapes.stderr[-2000:]
+    # Wan 2.1 T2V 1.3B: a 1.419 B transformer, UMT5-XXL's 5.681 B encoder, a 0.127 B VAE
+    assert (
+        shapes.stdout.split()
+        == (
+            "unet: 1.419 B parameters text_encoder: 5.681 B parameters vae: 0.127 B parameters"
+        ).split()
+    )
+    args = ["--tiny", "--device", "cpu", "--steps", "2", "--train-steps", "1"]
+    result = subprocess.run(
+        [sys.executable, script, *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    for row in ("train 1-frame (identifier, cached)", "train 5-frame", "generate (model offload)"):
+        assert any(line.startswith(row) for line in lines), row

@@ -527,3 +527,16 @@ def test_cached_training_resumes_to_the_same_module(tmp_path, instance_dir, clas
         torch.testing.assert_close(a[key], b[key], atol=1e-7, rtol=0)
     uncached = run("c", 4, cache_inputs=False)
     assert not torch.equal(load_file(str(uncached))["token_embeddings"], a["token_embeddings"])
+
+
+def test_model_offload_streams_the_text_encoder_and_gives_the_same_video(tmp_path):
+    path = _subject_with_random_lora(tmp_path)
+
+    def run(offload):
+        pipe = CustomCrafterPipeline.from_pretrained(subject=path, offload=offload, device="cpu")
+        if offload:  # UMT5 streamed layer by layer (its weights left on the meta device)
+            assert next(pipe.model.text_encoder.parameters()).device.type == "meta"
+            assert next(pipe.model.unet.parameters()).device.type == "cpu"
+        return pipe("a <new1> dog", k=2, progress=False, fold_lora=False, **SETTINGS).videos
+
+    torch.testing.assert_close(run(None), run("model"), atol=1e-6, rtol=0)

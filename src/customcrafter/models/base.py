@@ -243,7 +243,9 @@ class BaseVideoModel(ABC):
         """Keep the weights in CPU memory and compute on ``device`` (accelerate hooks).
 
         ``"model"`` moves each component (text encoder, UNet, VAE) to ``device`` while it runs
-        and back when the next one starts: little slower, the UNet alone must fit.
+        and back when the next one starts: little slower, the UNet alone must fit (a text
+        encoder larger than the UNet, Wan's UMT5-XXL, is streamed layer by layer instead:
+        ``streamed_in_model_offload``).
         ``"sequential"`` streams every layer's weights to ``device`` as it runs: the least
         accelerator memory, several times slower. Call it after the subject module is
         loaded; LoRA then runs unmerged.
@@ -263,11 +265,20 @@ class BaseVideoModel(ABC):
         else:
             hook = None
             self._offload_hooks = []
+            streamed = self.streamed_in_model_offload()
             for module in components:
+                if any(module is m for m in streamed):
+                    cpu_offload(module, execution_device=device)
+                    continue
                 _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
                 self._offload_hooks.append(hook)
         self.offload = mode
         self._execution_device = device
+
+    def streamed_in_model_offload(self) -> tuple[nn.Module, ...]:
+        """Components that ``"model"`` offload streams layer by layer rather than moving
+        whole (none here)."""
+        return ()
 
     def release_offloaded(self) -> None:
         """With ``"model"`` offload: move the last component used back to the CPU."""

@@ -336,6 +336,11 @@ class WanModel(BaseVideoModel):
         return noise - x0
 
     # --- housekeeping ----------------------------------------------------------------------
+    def streamed_in_model_offload(self) -> tuple[nn.Module, ...]:
+        # UMT5-XXL (5.7 B parameters, 11 GB in bf16) is larger than the 1.3B transformer: moved
+        # whole it would set the peak; streamed, a layer at a time is on the GPU
+        return (self.text_encoder,)
+
     def _components(self) -> tuple[nn.Module, ...]:
         experts = (self.unet,) if self.transformer_2 is None else (self.unet, self.transformer_2)
         return (self.text_encoder, *experts, self.vae)
