@@ -275,14 +275,15 @@ def _cli(*argv, cwd):
     )
 
 
-def test_probe_commitment_writes_its_curves_chart_and_suggested_k(tmp_path):
+@pytest.mark.parametrize("base", ["tiny", "tiny-wan"])
+def test_probe_commitment_writes_its_curves_chart_and_suggested_k(tmp_path, base):
     pairs = tmp_path / "pairs.yaml"
     pairs.write_text(
         "- {attribute: motion, first: a dog running left, then: a dog running right}\n"
     )
     out = tmp_path / "probe"
     result = _cli(
-        "probe", "commitment", "--base", "tiny", "--pairs", str(pairs), "--grid", "1",
+        "probe", "commitment", "--base", base, "--pairs", str(pairs), "--grid", "1",
         "--samples", "1", "--steps", "3", "--device", "cpu", "--output-dir", str(out),
         "--eta", "0", cwd=tmp_path,
     )  # fmt: skip

@@ -540,3 +540,13 @@ def test_model_offload_streams_the_text_encoder_and_gives_the_same_video(tmp_pat
         return pipe("a <new1> dog", k=2, progress=False, fold_lora=False, **SETTINGS).videos
 
     torch.testing.assert_close(run(None), run("model"), atol=1e-6, rtol=0)
+
+
+def test_wan_trains_on_1_frame_clips_unless_told_and_records_it(tmp_path, instance_dir, class_dir):
+    config = _config(
+        tmp_path, instance_dir, class_dir, **WAN_TRAINING, max_train_steps=1, train_frames=None
+    )
+    path = train(config, model=build_tiny_wan(), progress=False)
+    assert read_metadata(path).training["train_frames"] == 1
+    config = _config(tmp_path, instance_dir, class_dir, "vc", max_train_steps=1, train_frames=None)
+    assert read_metadata(train(config, progress=False)).training["train_frames"] == 4

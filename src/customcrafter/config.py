@@ -149,7 +149,12 @@ class TrainConfig:
         "text encoder can leave the GPU during training",
         metavar="WORD",
     )
-    train_frames: int = setting(4, help="frames in each static training clip")
+    train_frames: int | None = setting(
+        None,
+        help="frames in each static training clip (default: the base model's: 4, as the "
+        "authors' code; 1 on Wan, each photo one latent frame, which kept more motion in "
+        "the lab study, docs/results/lab.md)",
+    )
     cache_inputs: bool | None = setting(
         None,
         help="encode the training clips with the VAE once (and, with --identifier, their "
@@ -238,7 +243,7 @@ class TrainConfig:
                 "--initializer-word starts a new token's embedding; with --identifier no "
                 "token is learnt: drop one of them"
             )
-        if self.class_videos and self.train_frames < 2:
+        if self.class_videos and self.train_frames is not None and self.train_frames < 2:
             raise UserError(
                 "--class-videos trains on moving class clips, which need --train-frames 2 or "
                 f"more (got {self.train_frames}); drop --class-videos for 1-frame training"

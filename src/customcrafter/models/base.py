@@ -72,6 +72,9 @@ class BaseVideoModel(ABC):
     #: training encodes its clips (and captions) once and moves the VAE (and text encoder)
     #: off the GPU unless told otherwise (``TrainConfig.cache_inputs``)
     cache_training_inputs: bool = False
+    #: frames of a static training clip when ``TrainConfig.train_frames`` is not given
+    #: (the authors' code: 4)
+    train_frames: int = 4
 
     def __init__(
         self,

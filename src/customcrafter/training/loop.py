@@ -8,6 +8,7 @@ multi-GPU (``accelerate launch``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -247,6 +248,9 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
             config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
         )
     model.to(accelerator.device)
+    if config.train_frames is None:  # the base model's default, recorded with the run
+        config = dataclasses.replace(config, train_frames=model.train_frames)
+        config.validate()
     height = config.height or model.defaults.height
     width = config.width or model.defaults.width
     factor = model.vae_scale_factor
