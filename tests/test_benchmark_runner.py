@@ -634,3 +634,22 @@ def test_t_quantiles_and_intervals():
     single = t_interval([0.5, None])
     assert single.n == 1 and single.mean == 0.5 and np.isnan(single.low)
     assert set(METRIC_KEYS) >= set(MEASURED) | set(SHAPES)
+
+
+def test_a_benchmark_runs_on_wan_unchanged(workspace, tmp_path):
+    spec = tiny_spec(
+        base="tiny-wan",
+        output_dir=str(tmp_path / "wan"),
+        data_root=str(workspace / "data"),
+        seeds=[0],
+        generation={"num_inference_steps": 2, "num_frames": 5, "guidance_scale": 3.0},
+        metrics={"clip": str(workspace / "models/clip"), "motion": True},
+    )
+    spec["subjects"] = spec["subjects"][:1]
+    spec["methods"][0]["train"]["train_frames"] = 1
+    spec["published"] = []
+    out = run_benchmark(load_spec(write_spec(tmp_path, spec)), device="cpu", progress=False)
+    rows = read_csv(out / "per_video.csv")
+    assert {r["method"] for r in rows} == {"DWVS", "constant 1.0", "base"}
+    assert all(r["clip_t"] for r in rows)
+    assert len(read_video(next((out / "videos").rglob("*.mp4")))) == 5

@@ -229,10 +229,17 @@ def test_checkpoints_restore_the_global_random_states(tmp_path, instance_dir, cl
     assert random.random() == expected[2]
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(instance_dir):
+@pytest.mark.parametrize("base", ["tiny", "tiny-wan"])
+def test_gradient_checkpointing_gives_the_same_gradients(instance_dir, base):
+    from customcrafter.models.wan import build_tiny_wan
+
+    build, size, frames, factor = {
+        "tiny": (build_tiny_t2v, 32, 2, 2),
+        "tiny-wan": (build_tiny_wan, 16, 1, 8),
+    }[base]
     grads = []
     for checkpointing in (False, True):
-        model = build_tiny_t2v()
+        model = build()
         from customcrafter.subject import SpatialSubjectModule
 
         module = SpatialSubjectModule.create(model, {"<new1>": "dog"})
@@ -241,7 +248,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(instance_dir):
                 p.normal_(std=0.1)
         if checkpointing:
             model.enable_gradient_checkpointing()
-        inst = SubjectImages(list_images(instance_dir), 32, 32, 2, 2, "<new1> dog")
+        inst = SubjectImages(list_images(instance_dir), size, size, frames, factor, "<new1> dog")
         batch = inst.sample(1, np.random.default_rng(0))
         config = TrainConfig(prior_loss_weight=0.0)
         loss, _ = compute_loss(
