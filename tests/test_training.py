@@ -322,3 +322,27 @@ def test_moving_class_clips_need_more_than_one_frame_and_a_folder_of_videos(
         _config(tmp_path, instance_dir, class_dir, class_videos=True, train_frames=1).validate()
     with pytest.raises(UserError, match="holds no videos"):
         train(_config(tmp_path, instance_dir, class_dir, class_videos=True), progress=False)
+
+
+def test_a_callback_sees_every_step_and_can_stop_with_a_checkpoint(
+    tmp_path, instance_dir, class_dir
+):
+    seen = []
+
+    def stop_at_two(step, total, logs):
+        seen.append((step, total, sorted(logs)))
+        return step == 2
+
+    config = _config(tmp_path, instance_dir, class_dir, "b")
+    with pytest.raises(TrainingInterrupted, match="stopped at step 2 of 6"):
+        train(config, progress=False, callback=stop_at_two)
+    assert seen == [(1, 6, ["loss", "prior"]), (2, 6, ["loss", "prior"])]
+    assert (tmp_path / "b/checkpoints/checkpoint-2").is_dir()
+    resumed = train(
+        _config(tmp_path, instance_dir, class_dir, "b", resume_from_checkpoint="latest"),
+        progress=False,
+    )
+    straight = train(_config(tmp_path, instance_dir, class_dir, "a"), progress=False)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-7), key

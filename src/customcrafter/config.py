@@ -11,6 +11,8 @@ import dataclasses
 import difflib
 import json
 import math
+import types
+import typing
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -330,6 +332,27 @@ SAMPLER_FIELDS = (
     "fps",
     "negative_prompt",
 )
+
+
+def field_kind(hint) -> type:
+    """The kind of a setting's type hint: ``int | None`` -> ``int``, ``list[str]`` -> ``list``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return field_kind(next(a for a in typing.get_args(hint) if a is not type(None)))
+    return typing.get_origin(hint) or hint
+
+
+def split_items(text: str) -> list[str]:
+    """``"a, b"`` -> ``["a", "b"]``: a list setting written as text."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def split_pair(text: str) -> tuple[str, str]:
+    """``"KEY=VALUE"`` -> ``("KEY", "VALUE")``: one entry of a mapping setting; a
+    ``ValueError`` says what it takes."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ValueError(f"takes KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def normalize(config) -> None:

@@ -4,10 +4,11 @@ text of the field's metadata (``config.setting``)."""
 from __future__ import annotations
 
 import argparse
-import types
 import typing
 from dataclasses import MISSING, fields
 from typing import Any
+
+from ..config import field_kind, split_items, split_pair
 
 
 def add_config_arguments(
@@ -37,13 +38,13 @@ def add_config_arguments(
         }
         if f.metadata.get("metavar"):
             options["metavar"] = f.metadata["metavar"]
-        base = _base_type(kind)
+        base = field_kind(kind)
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         elif base is dict:
             parser.add_argument(flag, action="append", type=_pair, **options)
         elif base is list:
-            parser.add_argument(flag, type=_items, **options)
+            parser.add_argument(flag, type=split_items, **options)
         else:
             parser.add_argument(flag, type=base, **options)
 
@@ -53,24 +54,13 @@ def config_values(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
-        if _base_type(hints[name]) is dict and isinstance(value, list):
+        if field_kind(hints[name]) is dict and isinstance(value, list):
             values[name] = dict(value)
     return values
 
 
-def _base_type(kind) -> type:
-    """``int | None`` -> ``int``, ``list[str]`` -> ``list``."""
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return _base_type(next(a for a in typing.get_args(kind) if a is not type(None)))
-    return typing.get_origin(kind) or kind
-
-
-def _items(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
 def _pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value:
-        raise argparse.ArgumentTypeError(f"takes KEY=VALUE, got {text!r}")
-    return key, value
+    try:
+        return split_pair(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

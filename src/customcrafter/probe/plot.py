@@ -10,7 +10,7 @@ from ..io.files import atomic_path
 COLORS = {"motion": "#c0392b", "color": "#2471a3", "background": "#7d8c8d", "object": "#6c3483"}
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
 
@@ -34,7 +34,7 @@ def _save(fig, stem: Path) -> list[Path]:
 def plot_commitment(result: dict, stem: str | Path, paper_k: int = 5) -> list[Path]:
     """The share of clips following prompt A against the number of steps run with A, one
     curve per attribute with its 95% interval; ``result`` is ``Commitment.as_dict()``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for attribute, points in result["curves"].items():
         known = [p for p in points if p["share"] is not None]
@@ -68,7 +68,7 @@ def plot_commitment(result: dict, stem: str | Path, paper_k: int = 5) -> list[Pa
 def plot_bands(result: dict, stem: str | Path) -> list[Path]:
     """Per band of steps: motion (share moving as asked, or flow agreement with the base
     model) and subject similarity; ``result`` is ``BandResult.as_dict()``."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = result["rows"]
     labels = [r["label"].replace("module in steps ", "").replace(" only", "") for r in rows]
     shapes = any(r["motion_ok"] is not None for r in rows)
@@ -119,7 +119,7 @@ def plot_frontier(
     ``"subject"`` in ``panels``, one curve per ``curve`` value joining its points in the order
     of ``along`` (training strengths, in ``order``), with 95% intervals on both axes. ``points`` come from
     ``frontier.summarise(..., by=("subject", curve, along))``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False)
     names = list(dict.fromkeys(p[curve] for p in points))
     palette = [plt.get_cmap("tab10")(i) for i in range(10)] + ["black", "#a6761d", "#66a61e"]

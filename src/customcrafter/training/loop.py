@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -223,11 +224,19 @@ def compute_loss(
     return loss, logs
 
 
-def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bool = True) -> Path:
+def train(
+    config: TrainConfig,
+    model: BaseVideoModel | None = None,
+    progress: bool = True,
+    callback: Callable[[int, int, dict], bool | None] | None = None,
+) -> Path:
     """Learn the subject in ``config.instance_data_dir``; returns the subject module file.
 
     ``model`` may be passed to reuse an already loaded base model (it is modified: the
-    subject module is injected into it).
+    subject module is injected into it). ``callback(step, max_train_steps, logs)`` is called
+    after each optimizer step (``logs``: the losses); when it returns ``True`` a checkpoint
+    is written at that step and ``TrainingInterrupted`` raised (resume with
+    ``resume_from_checkpoint="latest"``).
     """
     tokens, init_words, instance_paths, class_paths = _check_inputs(config)
     use_prior = config.prior_loss_weight > 0
@@ -277,7 +286,10 @@ def train(config: TrainConfig, model: BaseVideoModel | None = None, progress: bo
     for component in parked:  # off the GPU while training; back afterwards
         component.to("cpu")
     try:
-        _fit(config, model, subject, data, accelerator, checkpoint, results, progress, embed_text)
+        _fit(
+            config, model, subject, data, accelerator, checkpoint, results, progress, embed_text,
+            callback,
+        )  # fmt: skip
     finally:
         for component in parked:
             component.to(accelerator.device)
@@ -441,7 +453,16 @@ def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: 
 
 
 def _fit(
-    config, model, subject, data, accelerator, checkpoint, results, progress, embedded=False
+    config,
+    model,
+    subject,
+    data,
+    accelerator,
+    checkpoint,
+    results,
+    progress,
+    embedded=False,
+    callback=None,
 ) -> None:
     """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
     writing a checkpoint every ``checkpointing_steps``. ``data``: (instance, class) images
@@ -488,11 +509,17 @@ def _fit(
             step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
+            stop = callback is not None and bool(callback(step, config.max_train_steps, logs))
             if accelerator.is_main_process and (
-                step % config.checkpointing_steps == 0 or step == config.max_train_steps
+                stop or step % config.checkpointing_steps == 0 or step == config.max_train_steps
             ):
                 results.save_checkpoint(
                     step, subject, optimizer, lr_scheduler, config.checkpoints_total_limit
+                )
+            if stop and step < config.max_train_steps:
+                raise TrainingInterrupted(
+                    f"training stopped at step {step} of {config.max_train_steps}; its "
+                    "checkpoint is written: resume with --resume-from-checkpoint latest"
                 )
     except KeyboardInterrupt:
         raise TrainingInterrupted(results.interrupted(step)) from None
