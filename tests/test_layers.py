@@ -18,7 +18,7 @@ LAYERS = (
     ("training", "evaluation"),
     ("shapes",),
     ("benchmark", "probe"),
-    ("cli",),
+    ("cli", "app"),
 )
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

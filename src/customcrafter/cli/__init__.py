@@ -13,10 +13,10 @@ import sys
 import traceback
 
 from ..errors import UserError
-from . import benchmark, convert, demo, export, generate, probe, shapes, train
+from . import app, benchmark, convert, demo, export, generate, probe, shapes, train
 from . import eval as eval_command
 
-COMMANDS = (train, generate, export, convert, shapes, eval_command, probe, benchmark, demo)
+COMMANDS = (train, generate, export, convert, shapes, eval_command, probe, benchmark, demo, app)
 EXIT_CODES = """exit codes:
   0    done
   2    bad input: the one-line error says what to change; nothing of yours was touched

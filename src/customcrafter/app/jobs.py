@@ -1,0 +1,339 @@
+"""What the app does, on the same Python API as the CLI: learn a subject, generate with it
+(alone or side by side with the base model and constant weight), score a video. Nothing
+here knows about the web page; ``ui.py`` calls it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..config import LAMBDA_L, LAMBDA_S, K, TrainConfig, field_kind, split_items, split_pair
+from ..errors import UserError
+from ..prompts import find_tokens
+from .workspace import Workspace
+
+#: TrainConfig fields the Learn panel sets itself (the advanced panel holds the rest)
+MAIN_FIELDS = (
+    "base",
+    "instance_data_dir",
+    "instance_prompt",
+    "class_prompt",
+    "output_dir",
+    "resume_from_checkpoint",
+    "overwrite",
+    "class_data_dir",
+    "base_config",
+)
+#: the three ways the side-by-side mode samples one prompt and seed
+SIDE_BY_SIDE = ("base model", "constant 1.0", "DWVS")
+
+
+def advanced_fields() -> list[dataclasses.Field]:
+    return [f for f in fields(TrainConfig) if f.name not in MAIN_FIELDS]
+
+
+def training_defaults(base: str) -> dict[str, Any]:
+    """The advanced panel's values: the paper's settings, or on the shapes model the
+    project's recipe for it (the paper's, scaled to a 2 M-parameter model and a CPU)."""
+    values = {f.name: getattr(TrainConfig(), f.name) for f in advanced_fields()}
+    if base == "shapes":
+        from ..shapes.customize import subject_train_config
+
+        recipe = subject_train_config("striped-star", "unused")
+        values.update({f.name: getattr(recipe, f.name) for f in advanced_fields()})
+    return values
+
+
+def parse_advanced(values: dict[str, Any]) -> dict[str, Any]:
+    """The advanced panel's entries (text from the page) as TrainConfig values: an empty
+    entry is ``None`` (the default), a list is comma-separated, a dict ``KEY=VALUE, ...``."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for name, value in values.items():
+        kind = field_kind(hints[name])
+        if isinstance(value, str):
+            value = value.strip()
+            if value == "":
+                value = None
+            elif kind is list:
+                value = split_items(value)
+            elif kind is dict:
+                value = dict(split_pair(item) for item in split_items(value))
+        out[name] = value
+    defaults = TrainConfig()
+    return {
+        name: (getattr(defaults, name) if value is None and name in _NOT_OPTIONAL else value)
+        for name, value in out.items()
+    }
+
+
+_NOT_OPTIONAL = {
+    f.name
+    for f in fields(TrainConfig)
+    if type(None) not in typing.get_args(typing.get_type_hints(TrainConfig)[f.name])
+}
+
+
+class TrainingStoppedByUser(UserError):
+    pass
+
+
+@dataclass
+class Generated:
+    """One generation: ``videos`` ``[(label, mp4, gif)]`` and the weight curve's PNG."""
+
+    videos: list[tuple[str, Path, Path]]
+    curve: Path
+    weights: dict[str, list[float]]
+    prompt: str
+
+
+class AppSession:
+    """The app's state: its folder, its base model, one cached pipeline."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        base: str = "shapes",
+        device: str | None = None,
+        clip: str | None = None,
+        dino: str | None = None,
+    ):
+        self.workspace = workspace
+        self.base = base
+        self.device = device
+        self.clip, self.dino = clip, dino
+        self._pipe = None
+        self._pipe_key = None
+        self.stop_requested = threading.Event()
+
+    # --- learn -------------------------------------------------------------------------------
+    def learn(
+        self,
+        name: str,
+        photos: list[str | Path] | None,
+        instance_prompt: str,
+        class_prompt: str,
+        advanced: dict[str, Any],
+        on_step: Callable[[int, int, dict], None] | None = None,
+        retrain: bool = False,
+    ) -> str:
+        """Learn subject ``name`` from ``photos`` (or the photos already in its folder);
+        resumes a stopped run. Returns what happened, for the page."""
+        folder = self.workspace.subject_dir(name)
+        entry = next((e for e in self.workspace.subjects() if e.name == folder.name), None)
+        if entry is not None and entry.state == "learnt" and not retrain:
+            raise UserError(
+                f"subject {name!r} is already learnt ({entry.step} steps, {entry.words}): "
+                "generate with it, or tick 'train again' to replace it"
+            )
+        # a stopped run resumes with the photos it started with, unless told to start over
+        resume = entry is not None and entry.state == "stopped" and not retrain
+        settings = parse_advanced(advanced)
+        # every setting checked before a photo is written
+        config = self._config(folder, instance_prompt, class_prompt, settings, resume)
+        if photos and not resume:
+            self.workspace.save_photos(name, photos)
+        elif not (folder / "photos").is_dir():
+            raise UserError(f"upload 3 to 10 photos of {name!r} (or pick a bundled subject)")
+        self.stop_requested.clear()
+        total = config.max_train_steps
+
+        def callback(step: int, total_steps: int, logs: dict) -> bool:
+            if on_step is not None:
+                on_step(step, total_steps, logs)
+            return self.stop_requested.is_set()
+
+        from ..training import TrainingInterrupted, train
+
+        try:
+            path = train(config, progress=False, callback=callback)
+        except TrainingInterrupted as exc:
+            how = "press Learn again to resume (tick 'train again' to start over)"
+            message = str(exc).replace("resume with --resume-from-checkpoint latest", how)
+            raise TrainingStoppedByUser(message) from None
+        self._pipe = None
+        how = "resumed (with the photos it started with) and finished" if resume else "learnt"
+        return f"{name}: {how} in {total} steps; the module is {path}"
+
+    def _config(self, folder, instance_prompt, class_prompt, settings, resume) -> TrainConfig:
+        config = TrainConfig(
+            base=self.base,
+            instance_data_dir=str(folder / "photos"),
+            instance_prompt=instance_prompt,
+            class_prompt=class_prompt,
+            output_dir=str(folder),
+            resume_from_checkpoint="latest" if resume else None,
+            overwrite=not resume,
+            **settings,
+        )
+        config.validate()
+        return config
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+
+    # --- generate ------------------------------------------------------------------------------
+    def pipeline(self, subject: str):
+        from ..sampling import CustomCrafterPipeline
+
+        entry = self.workspace.entry(subject)
+        if entry.state != "learnt":
+            raise UserError(f"subject {subject!r} is not learnt yet; finish its training first")
+        key = (str(entry.path), entry.path.stat().st_mtime_ns)
+        if key != self._pipe_key:
+            self._pipe = None  # one model in memory at a time
+            self._pipe = CustomCrafterPipeline.from_pretrained(
+                subject=entry.path, device=self.device
+            )
+            self._pipe_key = key
+        return self._pipe
+
+    def generate(
+        self,
+        subject: str,
+        prompt: str,
+        lambda_s: float = LAMBDA_S,
+        lambda_l: float = LAMBDA_L,
+        k: int = K,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        side_by_side: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Generated:
+        from ..io.video import write_video
+        from ..sampling import DynamicWeightSchedule
+
+        pipe = self.pipeline(subject)
+        meta = pipe.subject.metadata
+        prompt = (prompt or "").strip()
+        if not prompt:
+            raise UserError("write a prompt, e.g. 'a <new1> dog running on the beach'")
+        unknown = [t for t in find_tokens(prompt) if t not in meta.tokens]
+        if unknown:
+            known = ", ".join(meta.words)
+            raise UserError(
+                f"the prompt uses {', '.join(unknown)}, which subject {subject!r} does not "
+                f"know; it is named {known} (e.g. 'a {meta.words[0]} ...')"
+            )
+        for name, value, low, high in (
+            ("lambda_s", lambda_s, 0.0, 2.0),
+            ("lambda_l", lambda_l, 0.0, 2.0),
+        ):
+            if not low <= float(value) <= high:
+                raise UserError(f"{name} must be between {low} and {high}, got {value}")
+        dwvs = DynamicWeightSchedule(float(lambda_s), float(lambda_l), int(k))
+        ways = [("DWVS", dwvs, prompt)]
+        if side_by_side:
+            ways = [
+                ("base model", DynamicWeightSchedule.off(), pipe.base_prompt(prompt)),
+                ("constant 1.0", DynamicWeightSchedule.constant(1.0), prompt),
+                ("DWVS", dwvs, prompt),
+            ]
+        settings: dict[str, Any] = {"seed": int(seed)}
+        if steps is not None:
+            settings["num_inference_steps"] = int(steps)
+        if guidance is not None:
+            settings["guidance_scale"] = float(guidance)
+        total = len(ways) * int(steps or pipe.model.defaults.num_inference_steps)
+        done = 0
+
+        def callback(i, t, weight):
+            if on_step is not None:
+                on_step(done + i + 1, total)
+
+        videos, weights = [], {}
+        for label, schedule, text in ways:
+            out = pipe(text, schedule=schedule, progress=False, callback=callback, **settings)
+            done += len(out.weights)
+            stem = self.workspace.new_video_stem(f"{subject}-{label}")
+            mp4 = write_video(stem.with_suffix(".mp4"), out.videos[0], fps=out.fps)
+            gif = write_video(stem.with_suffix(".gif"), out.videos[0], fps=out.fps)
+            self.workspace.record(
+                stem,
+                {
+                    "subject": subject,
+                    "way": label,
+                    "prompt": text,
+                    "lambda_s": float(lambda_s),
+                    "lambda_l": float(lambda_l),
+                    "k": int(k),
+                    **settings,
+                    "weights": out.weights,
+                },
+            )
+            videos.append((label, mp4, gif))
+            weights[label] = out.weights
+        curve = plot_weights(weights, stem.with_name(stem.name + "-weights.png"))
+        return Generated(videos, curve, weights, prompt)
+
+    # --- score ---------------------------------------------------------------------------------
+    def score(self, video: str | Path, subject: str | None = None) -> dict[str, Any]:
+        """The paper's metrics the app has models for (CLIP with ``--clip``, DINO with
+        ``--dino``; motion always) and, on the shapes model, the shapes detectors' reading."""
+        import numpy as np
+
+        from ..evaluation.metrics import ClipScorer, DinoScorer, evaluate_video
+        from ..io.images import list_images, load_image
+        from ..io.video import read_video
+
+        video = Path(video)
+        if not video.is_file():
+            raise UserError(f"no video {video}; generate one first")
+        frames = read_video(video)
+        settings = self.workspace.settings_of(video)
+        subject = subject or settings.get("subject")
+        prompt = settings.get("prompt", "")
+        references, identifier = None, None
+        if subject:
+            entry = self.workspace.entry(subject)
+            size = (frames.shape[2], frames.shape[1])
+            references = [
+                np.asarray(load_image(p).resize(size))
+                for p in list_images(entry.folder / "photos", "photo")
+            ]
+            if entry.state == "learnt":
+                from ..subject import read_metadata
+
+                identifier = read_metadata(entry.path).identifier
+        clip = ClipScorer.from_pretrained(self.clip) if self.clip else None
+        dino = DinoScorer.from_pretrained(self.dino) if self.dino else None
+        scores = evaluate_video(
+            frames, prompt, references, clip=clip, dino=dino, identifier=identifier
+        )
+        out = {k: v for k, v in dataclasses.asdict(scores).items() if v is not None}
+        if self.base == "shapes" or settings.get("base") == "shapes":
+            from ..shapes.score import score_clip
+
+            reading = score_clip(frames, prompt, references).as_row()
+            out.update({f"shapes {k}": v for k, v in reading.items()})
+        return {"video": video.name, "prompt": prompt, **out}
+
+
+def plot_weights(weights: dict[str, list[float]], path: Path) -> Path:
+    """The subject module's weight at each step of each way, as a PNG."""
+    from ..io.files import atomic_path
+    from ..probe.plot import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 2.2))
+    styles = {"base model": ":", "constant 1.0": "--", "DWVS": "-"}
+    for label, values in weights.items():
+        ax.step(range(len(values)), values, where="post", label=label, ls=styles.get(label, "-"))
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("sampling step")
+    ax.set_ylabel("module weight")
+    ax.set_ylim(-0.05, max(1.0, max(max(v) for v in weights.values())) + 0.15)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

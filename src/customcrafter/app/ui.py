@@ -1,0 +1,341 @@
+"""The web page (Gradio): Learn, Generate, Score, each calling ``jobs.AppSession``.
+
+Every job that uses the model (learning, generating, scoring) runs in one queue, one at a
+time; Gradio shows a waiting job its place in the queue.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import typing
+
+import gradio as gr
+
+from ..config import LAMBDA_L, LAMBDA_S, K, TrainConfig
+from ..errors import UserError
+from ..shapes.world import SUBJECTS, SUBJECTS_DIR
+from .jobs import (
+    SIDE_BY_SIDE,
+    AppSession,
+    TrainingStoppedByUser,
+    advanced_fields,
+    training_defaults,
+)
+
+#: the queue every job on the device waits in
+DEVICE = "device"
+SUBJECT_COLUMNS = ["subject", "state", "steps", "base", "named by"]
+
+
+def _subject_rows(session: AppSession) -> list[list]:
+    return [[e.name, e.state, e.step, e.base, e.words] for e in session.workspace.subjects()] or [
+        ["", "no subjects yet", "", "", ""]
+    ]
+
+
+def _advanced_inputs(base: str) -> list[gr.components.Component]:
+    """One input per TrainConfig field the main panel does not set, with its help text."""
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = training_defaults(base)
+    inputs = []
+    for f in advanced_fields():
+        label, info = f.name.replace("_", " "), f.metadata.get("help", "")
+        value = defaults[f.name]
+        kind = hints[f.name]
+        elem_id = f"adv-{f.name.replace('_', '-')}"
+        if kind is bool:
+            inputs.append(gr.Checkbox(value=value, label=label, info=info, elem_id=elem_id))
+        elif kind in (int, float):
+            inputs.append(gr.Number(value=value, label=label, info=info, elem_id=elem_id))
+        else:  # optional numbers, text, lists and dicts: text, empty for the default
+            if isinstance(value, list):
+                value = ", ".join(value)
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            text = "" if value is None else str(value)
+            inputs.append(gr.Textbox(value=text, label=label, info=info, elem_id=elem_id))
+    return inputs
+
+
+def _labels(message: str) -> str:
+    """A message's command-line flags as the page names the settings (``--lambda-s`` ->
+    ``lambda_s``, ``--learning-rate`` -> ``learning rate``)."""
+    named = {"--lambda-s": "lambda_s", "--lambda-l": "lambda_l"}
+    for flag, label in named.items():
+        message = message.replace(flag, label)
+    return re.sub(r"--([a-z0-9-]+)", lambda m: m.group(1).replace("-", " "), message)
+
+
+def _number(text: str, kind: type, label: str):
+    """A number typed into a text box; empty is ``None`` (the model's default)."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise UserError(
+            f"{label} must be a number, got {text!r}; leave it empty for the model's"
+        ) from None
+
+
+def _user_errors(exc: BaseException) -> None:
+    """A ``UserError`` becomes the page's error message; anything else is a bug, raised."""
+    if isinstance(exc, UserError):
+        raise gr.Error(_labels(str(exc)), duration=None) from None
+    raise exc
+
+
+def build_app(session: AppSession) -> gr.Blocks:
+    with gr.Blocks(title="CustomCrafter") as demo:
+        gr.Markdown(
+            "# CustomCrafter\nTeach a video model your subject from a few photos, then make "
+            f"videos of it. Base model: **{session.base}**; files go to "
+            f"`{session.workspace.root}`."
+        )
+        with gr.Tab("Learn", id="learn-tab"):
+            with gr.Row():
+                with gr.Column(scale=3):
+                    bundled = gr.Dropdown(
+                        ["", *SUBJECTS],
+                        value="",
+                        label="bundled subject (the shapes world's)",
+                        elem_id="bundled",
+                    )
+                    photos = gr.File(
+                        label="photos of the subject (3 to 10)",
+                        file_count="multiple",
+                        file_types=["image"],
+                        elem_id="photos",
+                    )
+                    name = gr.Textbox("my-subject", label="subject name", elem_id="subject-name")
+                    class_word = gr.Textbox("dog", label="class word", elem_id="class-word")
+                    instance_prompt = gr.Textbox(
+                        "a <new1> dog",
+                        label="prompt with the new token",
+                        info="the subject as a new token before its class word",
+                        elem_id="instance-prompt",
+                    )
+                    class_prompt = gr.Textbox(
+                        "a dog",
+                        label="class prompt (prior preservation)",
+                        elem_id="class-prompt",
+                    )
+                    with gr.Accordion(
+                        "advanced: the rest of the training settings"
+                        + (
+                            " (the shapes recipe)" if session.base == "shapes" else " (the paper's)"
+                        ),
+                        open=False,
+                        elem_id="advanced",
+                    ):
+                        advanced = _advanced_inputs(session.base)
+                    retrain = gr.Checkbox(
+                        label="train again (replace a subject already learnt)", elem_id="retrain"
+                    )
+                    with gr.Row():
+                        learn_button = gr.Button("Learn", variant="primary", elem_id="learn")
+                        stop_button = gr.Button("Stop", elem_id="stop")
+                    status = gr.Markdown(elem_id="learn-status")
+                with gr.Column(scale=2):
+                    gr.Markdown("### Subjects in the output folder")
+                    subjects = gr.Dataframe(
+                        _subject_rows(session),
+                        headers=SUBJECT_COLUMNS,
+                        interactive=False,
+                        elem_id="subjects",
+                    )
+
+        with gr.Tab("Generate", id="generate-tab"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    subject = gr.Dropdown(
+                        session.workspace.learnt(), label="subject", elem_id="subject"
+                    )
+                    prompt = gr.Textbox(
+                        "a <new1> dog running on the beach", label="prompt", elem_id="prompt"
+                    )
+                    lambda_s = gr.Slider(
+                        0, 1.5, LAMBDA_S, step=0.05,
+                        label=f"lambda_s: module weight while motion is laid out (paper {LAMBDA_S})",
+                        elem_id="lambda-s",
+                    )  # fmt: skip
+                    lambda_l = gr.Slider(
+                        0, 1.5, LAMBDA_L, step=0.05,
+                        label=f"lambda_l: module weight while appearance is repaired (paper {LAMBDA_L})",
+                        elem_id="lambda-l",
+                    )  # fmt: skip
+                    k = gr.Slider(
+                        0, 100, K, step=1, label=f"k: steps at lambda_s (paper {K})", elem_id="k"
+                    )
+                    with gr.Row():
+                        seed = gr.Number(0, label="seed", precision=0, elem_id="seed")
+                        steps = gr.Textbox(
+                            "", label="steps", placeholder="the model's", elem_id="steps"
+                        )
+                        guidance = gr.Textbox(
+                            "", label="guidance", placeholder="the model's", elem_id="guidance"
+                        )
+                    side_by_side = gr.Checkbox(
+                        label="side by side: base model, constant weight 1.0 and DWVS",
+                        elem_id="side-by-side",
+                    )
+                    generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        videos = [
+                            gr.Video(label=label, elem_id=f"video-{i}", visible=label == "DWVS")
+                            for i, label in enumerate(SIDE_BY_SIDE)
+                        ]
+                    curve = gr.Image(
+                        label="the subject module's weight at each step",
+                        type="filepath",
+                        elem_id="weight-curve",
+                    )
+                    downloads = gr.File(
+                        label="downloads: mp4, gif and the subject file",
+                        file_count="multiple",
+                        elem_id="downloads",
+                    )
+            gallery = gr.Gallery(
+                [str(p) for p in session.workspace.videos()],
+                label="gallery: what the app has generated",
+                columns=6,
+                elem_id="gallery",
+            )
+
+        with gr.Tab("Score", id="score-tab"):
+            gr.Markdown(
+                "The paper's metrics for a generated video against its subject's photos "
+                "(CLIP-T, CLIP-I with `--clip`, DINO-I with `--dino`; motion always), and on "
+                "the shapes model what the shapes world's detectors read."
+            )
+            scored = gr.Dropdown(
+                [p.name for p in session.workspace.videos()],
+                label="generated video",
+                elem_id="scored-video",
+            )
+            score_button = gr.Button("Score", elem_id="score")
+            scores = gr.JSON(label="scores", elem_id="scores")
+
+        # --- events ----------------------------------------------------------------------------
+        def pick_bundled(choice):
+            if not choice:
+                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
+            files = sorted(str(p) for p in (SUBJECTS_DIR / choice).iterdir() if p.suffix == ".png")
+            word = SUBJECTS[choice].class_word
+            return files, choice, word, f"a <new1> {word}", f"a {word}"
+
+        bundled.change(
+            pick_bundled,
+            bundled,
+            [photos, name, class_word, instance_prompt, class_prompt],
+            queue=False,
+        )
+        class_word.input(
+            lambda w: (f"a <new1> {w.strip()}", f"a {w.strip()}"),
+            class_word,
+            [instance_prompt, class_prompt],
+            queue=False,
+            trigger_mode="always_last",  # while typing: the last keystroke's value wins
+        )
+
+        def learn(name, files, instance, klass, again, *values, progress=gr.Progress()):
+            paths = [getattr(f, "name", f) for f in files or []]
+            entries = dict(zip([f.name for f in advanced_fields()], values, strict=True))
+            state: dict = {"step": 0, "total": 0, "logs": {}}
+            result: dict = {}
+
+            def on_step(step, total, logs):
+                state.update(step=step, total=total, logs=logs)
+
+            def work():
+                try:
+                    result["message"] = session.learn(
+                        name, paths, instance, klass, entries, on_step, retrain=again
+                    )
+                except BaseException as exc:  # noqa: BLE001 - reported on the page below
+                    result["error"] = exc
+
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            while thread.is_alive():
+                thread.join(0.5)
+                if state["total"]:
+                    loss = state["logs"].get("loss")
+                    text = f"step {state['step']} of {state['total']}"
+                    if loss is not None:
+                        text += f", loss {loss:.4f}"
+                    progress((state["step"], state["total"]), desc=text)
+                    yield f"training: {text}", gr.update(), gr.update()
+            learnt = gr.update(choices=session.workspace.learnt())
+            if isinstance(result.get("error"), TrainingStoppedByUser):
+                yield f"stopped: {result['error']}", _subject_rows(session), learnt
+                return
+            if "error" in result:
+                _user_errors(result["error"])
+            yield result["message"], _subject_rows(session), learnt
+
+        learn_button.click(
+            learn,
+            [name, photos, instance_prompt, class_prompt, retrain, *advanced],
+            [status, subjects, subject],
+            concurrency_id=DEVICE,
+            concurrency_limit=1,
+        )
+        stop_button.click(session.stop, None, None, queue=False)
+
+        def generate(
+            subject, prompt, ls, ll, k, seed, steps, guidance, both, progress=gr.Progress()
+        ):
+            def on_step(i, total):
+                progress((i, total), desc="sampling")
+
+            try:
+                out = session.generate(
+                    subject, prompt, ls, ll, int(k), int(seed or 0),
+                    _number(steps, int, "steps"), _number(guidance, float, "guidance"),
+                    both, on_step,
+                )  # fmt: skip
+            except BaseException as exc:  # noqa: BLE001
+                _user_errors(exc)
+            made = {label: mp4 for label, mp4, _ in out.videos}
+            updates = [
+                gr.update(value=str(made[label]) if label in made else None, visible=label in made)
+                for label in SIDE_BY_SIDE
+            ]
+            files = [str(p) for _, mp4, gif in out.videos for p in (mp4, gif)]
+            files.append(str(session.workspace.entry(subject).path))
+            gallery_items = [str(p) for p in session.workspace.videos()]
+            names = gr.update(choices=[p.name for p in session.workspace.videos()])
+            return (*updates, str(out.curve), files, gallery_items, names)
+
+        generate_button.click(
+            generate,
+            [subject, prompt, lambda_s, lambda_l, k, seed, steps, guidance, side_by_side],
+            [*videos, curve, downloads, gallery, scored],
+            concurrency_id=DEVICE,
+            concurrency_limit=1,
+        )
+
+        def score(name):
+            if not name:
+                raise gr.Error("pick a generated video to score")
+            try:
+                return session.score(session.workspace.videos_dir / name)
+            except BaseException as exc:  # noqa: BLE001
+                _user_errors(exc)
+
+        score_button.click(score, scored, scores, concurrency_id=DEVICE, concurrency_limit=1)
+
+        def refresh():
+            return (
+                _subject_rows(session),
+                gr.update(choices=session.workspace.learnt()),
+                [str(p) for p in session.workspace.videos()],
+            )
+
+        demo.load(refresh, None, [subjects, subject, gallery], queue=False)
+    demo.queue(default_concurrency_limit=1)
+    return demo
