@@ -1,6 +1,7 @@
 """The app's jobs on the tiny model, without the page: the same calls the page makes."""
 
 import json
+import os
 
 import pytest
 
@@ -115,3 +116,29 @@ def test_bad_values_are_refused_with_what_to_change(session):
     with pytest.raises(UserError, match="^--learning-rate must be more than 0"):
         session.learn("dog", STAR, "a <new1> dog", "a dog", {**FAST, "learning_rate": "-1"})
     assert not session.workspace.subject_dir("dog").exists()  # nothing written
+
+
+@pytest.mark.parametrize("host,warned", [("127.0.0.1", False), ("0.0.0.0", True)])
+def test_the_app_binds_to_localhost_unless_told_and_warns_beyond(
+    tmp_path, monkeypatch, capsys, host, warned
+):
+    pytest.importorskip("gradio")
+    import customcrafter.app.ui as ui
+    from customcrafter.cli import main
+
+    launched = {}
+
+    class Page:
+        def launch(self, **kwargs):
+            launched.update(kwargs)
+
+    monkeypatch.setattr(ui, "build_app", lambda session: Page())
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):  # restored afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    out = tmp_path / "app"
+    assert main(["app", "--output-dir", str(out), "--host", host, "--port", "7999"]) == 0
+    assert os.environ["GRADIO_TEMP_DIR"] == str(out / ".uploads")  # uploads in the folder
+    assert launched["server_name"] == host and launched["server_port"] == 7999
+    assert launched["allowed_paths"] == [str(out)]
+    assert ("warning: bound to 0.0.0.0" in capsys.readouterr().err) == warned

@@ -143,6 +143,7 @@ class AppSession:
         elif not (folder / "photos").is_dir():
             raise UserError(f"upload 3 to 10 photos of {name!r} (or pick a bundled subject)")
         self.stop_requested.clear()
+        self._release()  # training loads its own copy of the base model
         total = config.max_train_steps
 
         def callback(step: int, total_steps: int, logs: dict) -> bool:
@@ -158,7 +159,6 @@ class AppSession:
             how = "press Learn again to resume (tick 'train again' to start over)"
             message = str(exc).replace("resume with --resume-from-checkpoint latest", how)
             raise TrainingStoppedByUser(message) from None
-        self._pipe = None
         how = "resumed (with the photos it started with) and finished" if resume else "learnt"
         return f"{name}: {how} in {total} steps; the module is {path}"
 
@@ -176,6 +176,16 @@ class AppSession:
         config.validate()
         return config
 
+    def _release(self) -> None:
+        import gc
+
+        import torch
+
+        self._pipe, self._pipe_key = None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
     def stop(self) -> None:
         self.stop_requested.set()
 
@@ -188,7 +198,7 @@ class AppSession:
             raise UserError(f"subject {subject!r} is not learnt yet; finish its training first")
         key = (str(entry.path), entry.path.stat().st_mtime_ns)
         if key != self._pipe_key:
-            self._pipe = None  # one model in memory at a time
+            self._release()  # one model in memory at a time
             self._pipe = CustomCrafterPipeline.from_pretrained(
                 subject=entry.path, device=self.device
             )
