@@ -215,3 +215,17 @@ def test_a_second_job_waits_in_the_queue(page, app):
     page.get_by_role("tab", name="Learn").click()
     page.locator("#stop").click()
     expect(page.locator("#learn-status")).to_contain_text("stopped", timeout=120_000)
+
+
+def test_a_bundled_subject_fills_the_form(page):
+    from playwright.sync_api import expect
+
+    page.locator("#bundled input").click()
+    page.get_by_role("option", name="smiley").click()
+    expect(page.locator("#subject-name textarea, #subject-name input").first).to_have_value(
+        "smiley"
+    )
+    expect(page.locator("#instance-prompt textarea, #instance-prompt input").first).to_have_value(
+        "a <new1> circle"
+    )
+    expect(page.locator("#photos").get_by_role("row")).to_have_count(5)  # its five photos

@@ -201,15 +201,38 @@ def test_wan_training_frames_must_be_4n_plus_1(tmp_path, instance_dir, class_dir
     assert not (tmp_path / "out" / "subject.safetensors").exists()
 
 
-def _subject_with_random_lora(tmp_path) -> Path:
+def _subject_with_random_lora(tmp_path, model=None, identifier=None) -> Path:
     """A Wan subject module whose LoRA visibly changes the video (B drawn at random)."""
-    module = SpatialSubjectModule.create(build_tiny_wan(), {"<new1>": "dog"})
+    words = {} if identifier else {"<new1>": "dog"}
+    module = SpatialSubjectModule.create(model or build_tiny_wan(), words, identifier=identifier)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
         for layer in module.layers.values():
             b = layer.lora_B["subject"].weight
             b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
     return module.save(tmp_path / "subject.safetensors")
+
+
+def _ours_at_weight_1(path, prompt: str) -> torch.Tensor:
+    return CustomCrafterPipeline.from_pretrained(subject=path)(
+        prompt,
+        schedule=DynamicWeightSchedule.constant(1.0),
+        negative_prompt=NEGATIVE,
+        seed=2,
+        progress=False,
+        **SETTINGS,
+    ).videos
+
+
+def _wan_pipeline_video(pipe, prompt: str) -> torch.Tensor:
+    return pipe(
+        prompt,
+        negative_prompt=NEGATIVE,
+        generator=torch.Generator().manual_seed(2),
+        output_type="pt",
+        max_sequence_length=16,
+        **SETTINGS,
+    ).frames.permute(0, 2, 1, 3, 4)
 
 
 @pytest.mark.parametrize("fmt", ["comfyui", "diffusers"])
@@ -223,24 +246,10 @@ def test_an_exported_lora_in_wan_pipeline_gives_our_video_at_weight_1(tmp_path, 
     else:
         assert "transformer.blocks.1.attn1.to_q.lora_B.weight" in keys
     prompt = "a dog running"  # the LoRA alone: the class word, no learnt token
-    ours = CustomCrafterPipeline.from_pretrained(subject=path)(
-        prompt,
-        schedule=DynamicWeightSchedule.constant(1.0),
-        negative_prompt=NEGATIVE,
-        seed=2,
-        progress=False,
-        **SETTINGS,
-    ).videos
+    ours = _ours_at_weight_1(path, prompt)
     pipe = build_tiny_wan().to_pipeline()
     pipe.load_lora_weights(str(out), adapter_name="subject")
-    theirs = pipe(
-        prompt,
-        negative_prompt=NEGATIVE,
-        generator=torch.Generator().manual_seed(2),
-        output_type="pt",
-        max_sequence_length=16,
-        **SETTINGS,
-    ).frames.permute(0, 2, 1, 3, 4)
+    theirs = _wan_pipeline_video(pipe, prompt)
     plain = _diffusers_video(build_tiny_wan(), 2)
     assert (ours - plain).abs().max() > 1e-2  # the LoRA matters
     # ours folds the LoRA into the weights, diffusers runs it unfused: float32 rounding apart
@@ -405,39 +414,17 @@ def test_experts_on_a_one_expert_model_is_refused_before_anything_runs(
 
 
 def test_an_a14b_subject_exports_one_file_per_expert_and_loads_into_wan_pipeline(tmp_path):
-    module = SpatialSubjectModule.create(build_tiny_wan(two_experts=True), {}, identifier="sks")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for layer in module.layers.values():
-            b = layer.lora_B["subject"].weight
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
-    path = module.save(tmp_path / "subject.safetensors")
+    path = _subject_with_random_lora(tmp_path, build_tiny_wan(two_experts=True), "sks")
     with pytest.raises(UserError, match="--expert high and --expert low"):
         export_subject(path, tmp_path / "x.safetensors", "diffusers")
     high = export_subject(path, tmp_path / "high.safetensors", "diffusers", expert="high")
     low = export_subject(path, tmp_path / "low.safetensors", "diffusers", expert="low")
     assert load_file(str(high)).keys() == load_file(str(low)).keys()
-    prompt = "a sks dog"
-    ours = CustomCrafterPipeline.from_pretrained(subject=path)(
-        prompt,
-        schedule=DynamicWeightSchedule.constant(1.0),
-        negative_prompt=NEGATIVE,
-        seed=2,
-        progress=False,
-        **SETTINGS,
-    ).videos
+    ours = _ours_at_weight_1(path, "a sks dog")
     pipe = build_tiny_wan(two_experts=True).to_pipeline()
     pipe.load_lora_weights(str(high), adapter_name="high")
     pipe.load_lora_weights(str(low), adapter_name="low", load_into_transformer_2=True)
-    theirs = pipe(
-        prompt,
-        negative_prompt=NEGATIVE,
-        generator=torch.Generator().manual_seed(2),
-        output_type="pt",
-        max_sequence_length=16,
-        **SETTINGS,
-    ).frames.permute(0, 2, 1, 3, 4)
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, _wan_pipeline_video(pipe, "a sks dog"), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("build", [build_tiny_wan, build_tiny_t2v])
