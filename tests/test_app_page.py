@@ -188,6 +188,13 @@ def test_learn_then_generate_side_by_side(page, app):
     expect(page.locator("#downloads")).to_contain_text(".gif")
     _shot(page, "side-by-side", app)
 
+    page.get_by_role("tab", name="Score").click()
+    page.locator("#scored-video input").click()
+    page.get_by_role("option", name=re.compile("star-dwvs.mp4")).click()
+    page.locator("#score").click()
+    expect(page.locator("#scores")).to_contain_text("flow_magnitude", timeout=60_000)
+    expect(page.locator("#scores")).to_contain_text("a <new1> star moving left")
+
 
 def test_a_bad_upload_shows_what_is_wrong(page, app, tmp_path):
     from playwright.sync_api import expect
