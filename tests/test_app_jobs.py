@@ -93,15 +93,15 @@ def test_side_by_side_writes_three_videos_and_the_weight_curve(session):
         "star", "a <new1> star moving left", 0.4, 0.8, 1, seed=3, steps=3,
         side_by_side=True, on_step=lambda i, total: ticks.append((i, total)),
     )  # fmt: skip
-    assert [label for label, _, _ in out.videos] == ["base model", "constant 1.0", "DWVS"]
+    assert [label for label, _, _, _ in out.videos] == ["base model", "constant 1.0", "DWVS"]
     assert out.weights["base model"] == [0.0] * 3 and out.weights["DWVS"] == [0.4, 0.8, 0.8]
     assert out.curve.stat().st_size > 0 and ticks[-1] == (9, 9)
-    for _, mp4, gif in out.videos:
+    for _, _, mp4, gif in out.videos:
         assert mp4.is_file() and gif.is_file()
-    base = json.loads(out.videos[0][1].with_suffix(".json").read_text())
+    base = json.loads(out.videos[0][2].with_suffix(".json").read_text())
     assert base["prompt"] == "a star moving left"  # the base model sees the class word
     assert len(session.workspace.videos()) == 3
-    scores = session.score(out.videos[2][1])
+    scores = session.score(out.videos[2][2])
     assert scores["prompt"] == "a <new1> star moving left" and "flow_magnitude" in scores
 
 
@@ -142,3 +142,14 @@ def test_the_app_binds_to_localhost_unless_told_and_warns_beyond(
     assert launched["server_name"] == host and launched["server_port"] == 7999
     assert launched["allowed_paths"] == [str(out)]
     assert ("warning: bound to 0.0.0.0" in capsys.readouterr().err) == warned
+
+
+def test_several_prompts_one_a_line_make_a_video_each(session):
+    session.learn("star", STAR, "a <new1> star", "a star", FAST)
+    out = session.generate(
+        "star", "a <new1> star moving left\n\na <new1> star moving up\n", steps=2, k=1
+    )
+    assert [(label, i) for label, i, _, _ in out.videos] == [("DWVS", 0), ("DWVS", 1)]
+    assert out.prompts == ["a <new1> star moving left", "a <new1> star moving up"]
+    with pytest.raises(UserError, match="at most 8 prompts"):
+        session.generate("star", "\n".join(["a <new1> star"] * 9), steps=2)

@@ -190,7 +190,7 @@ def test_learn_then_generate_side_by_side(page, app):
 
     page.get_by_role("tab", name="Score").click()
     page.locator("#scored-video input").click()
-    page.get_by_role("option", name=re.compile("star-dwvs.mp4")).click()
+    page.get_by_role("option", name=re.compile("star-0-dwvs.mp4")).click()
     page.locator("#score").click()
     expect(page.locator("#scores")).to_contain_text("flow_magnitude", timeout=60_000)
     expect(page.locator("#scores")).to_contain_text("a <new1> star moving left")

@@ -30,6 +30,8 @@ MAIN_FIELDS = (
     "class_data_dir",
     "base_config",
 )
+#: prompts one generation takes (one a line, sampled as one batch)
+MAX_PROMPTS = 8
 #: the three ways the side-by-side mode samples one prompt and seed
 SIDE_BY_SIDE = ("base model", "constant 1.0", "DWVS")
 
@@ -86,12 +88,13 @@ class TrainingStoppedByUser(UserError):
 
 @dataclass
 class Generated:
-    """One generation: ``videos`` ``[(label, mp4, gif)]`` and the weight curve's PNG."""
+    """One generation: ``videos`` ``[(way, prompt index, mp4, gif)]``, the module's weight at
+    each step of each way and their curve as a PNG."""
 
-    videos: list[tuple[str, Path, Path]]
+    videos: list[tuple[str, int, Path, Path]]
     curve: Path
     weights: dict[str, list[float]]
-    prompt: str
+    prompts: list[str]
 
 
 class AppSession:
@@ -220,13 +223,18 @@ class AppSession:
     ) -> Generated:
         from ..io.video import write_video
         from ..sampling import DynamicWeightSchedule
+        from ..sampling.samplers import make_sampler
 
         pipe = self.pipeline(subject)
         meta = pipe.subject.metadata
-        prompt = (prompt or "").strip()
-        if not prompt:
+        prompts = [line.strip() for line in (prompt or "").splitlines() if line.strip()]
+        if not prompts:
             raise UserError("write a prompt, e.g. 'a <new1> dog running on the beach'")
-        unknown = [t for t in find_tokens(prompt) if t not in meta.tokens]
+        if len(prompts) > MAX_PROMPTS:
+            raise UserError(
+                f"at most {MAX_PROMPTS} prompts at a time (one a line); got {len(prompts)}"
+            )
+        unknown = [t for p in prompts for t in find_tokens(p) if t not in meta.tokens]
         if unknown:
             known = ", ".join(meta.words)
             raise UserError(
@@ -240,19 +248,22 @@ class AppSession:
             if not low <= float(value) <= high:
                 raise UserError(f"{name} must be between {low} and {high}, got {value}")
         dwvs = DynamicWeightSchedule(float(lambda_s), float(lambda_l), int(k))
-        ways = [("DWVS", dwvs, prompt)]
+        ways = [("DWVS", dwvs, prompts)]
         if side_by_side:
+            base = [pipe.base_prompt(p) for p in prompts]
             ways = [
-                ("base model", DynamicWeightSchedule.off(), pipe.base_prompt(prompt)),
-                ("constant 1.0", DynamicWeightSchedule.constant(1.0), prompt),
-                ("DWVS", dwvs, prompt),
+                ("base model", DynamicWeightSchedule.off(), base),
+                ("constant 1.0", DynamicWeightSchedule.constant(1.0), prompts),
+                ("DWVS", dwvs, prompts),
             ]
         settings: dict[str, Any] = {"seed": int(seed)}
         if steps is not None:
             settings["num_inference_steps"] = int(steps)
         if guidance is not None:
             settings["guidance_scale"] = float(guidance)
-        total = len(ways) * int(steps or pipe.model.defaults.num_inference_steps)
+        sampler = make_sampler(pipe.model)  # some take a step more than asked for
+        sampler.set_timesteps(int(steps or pipe.model.defaults.num_inference_steps))
+        total = len(ways) * len(sampler.timesteps)
         done = 0
 
         def callback(i, t, weight):
@@ -260,29 +271,30 @@ class AppSession:
                 on_step(done + i + 1, total)
 
         videos, weights = [], {}
-        for label, schedule, text in ways:
-            out = pipe(text, schedule=schedule, progress=False, callback=callback, **settings)
+        for label, schedule, texts in ways:  # all prompts of a way in one batch
+            out = pipe(texts, schedule=schedule, progress=False, callback=callback, **settings)
             done += len(out.weights)
-            stem = self.workspace.new_video_stem(f"{subject}-{label}")
-            mp4 = write_video(stem.with_suffix(".mp4"), out.videos[0], fps=out.fps)
-            gif = write_video(stem.with_suffix(".gif"), out.videos[0], fps=out.fps)
-            self.workspace.record(
-                stem,
-                {
-                    "subject": subject,
-                    "way": label,
-                    "prompt": text,
-                    "lambda_s": float(lambda_s),
-                    "lambda_l": float(lambda_l),
-                    "k": int(k),
-                    **settings,
-                    "weights": out.weights,
-                },
-            )
-            videos.append((label, mp4, gif))
+            for index, (text, video) in enumerate(zip(texts, out.videos, strict=True)):
+                stem = self.workspace.new_video_stem(f"{subject}-{index}-{label}")
+                mp4 = write_video(stem.with_suffix(".mp4"), video, fps=out.fps)
+                gif = write_video(stem.with_suffix(".gif"), video, fps=out.fps)
+                self.workspace.record(
+                    stem,
+                    {
+                        "subject": subject,
+                        "way": label,
+                        "prompt": text,
+                        "lambda_s": float(lambda_s),
+                        "lambda_l": float(lambda_l),
+                        "k": int(k),
+                        **settings,
+                        "weights": out.weights,
+                    },
+                )
+                videos.append((label, index, mp4, gif))
             weights[label] = out.weights
         curve = plot_weights(weights, stem.with_name(stem.name + "-weights.png"))
-        return Generated(videos, curve, weights, prompt)
+        return Generated(videos, curve, weights, prompts)
 
     # --- score ---------------------------------------------------------------------------------
     def score(self, video: str | Path, subject: str | None = None) -> dict[str, Any]:

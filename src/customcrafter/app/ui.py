@@ -154,7 +154,10 @@ def build_app(session: AppSession) -> gr.Blocks:
                         session.workspace.learnt(), label="subject", elem_id="subject"
                     )
                     prompt = gr.Textbox(
-                        "a <new1> dog running on the beach", label="prompt", elem_id="prompt"
+                        "a <new1> dog running on the beach",
+                        label="prompts, one a line (the first is shown here, all in the gallery)",
+                        lines=2,
+                        elem_id="prompt",
                     )
                     lambda_s = gr.Slider(
                         0, 1.5, LAMBDA_S, step=0.05,
@@ -300,12 +303,12 @@ def build_app(session: AppSession) -> gr.Blocks:
                 )  # fmt: skip
             except BaseException as exc:  # noqa: BLE001
                 _user_errors(exc)
-            made = {label: mp4 for label, mp4, _ in out.videos}
+            made = {label: mp4 for label, index, mp4, _ in out.videos if index == 0}
             updates = [
                 gr.update(value=str(made[label]) if label in made else None, visible=label in made)
                 for label in SIDE_BY_SIDE
             ]
-            files = [str(p) for _, mp4, gif in out.videos for p in (mp4, gif)]
+            files = [str(p) for _, _, mp4, gif in out.videos for p in (mp4, gif)]
             files.append(str(session.workspace.entry(subject).path))
             gallery_items = [str(p) for p in session.workspace.videos()]
             names = gr.update(choices=[p.name for p in session.workspace.videos()])
