@@ -54,7 +54,8 @@ def training_defaults(base: str) -> dict[str, Any]:
 
 def parse_advanced(values: dict[str, Any]) -> dict[str, Any]:
     """The advanced panel's entries (text from the page) as TrainConfig values: an empty
-    entry is ``None`` (the default), a list is comma-separated, a dict ``KEY=VALUE, ...``."""
+    entry is ``None`` where the setting takes it and left out (its default) where not, a
+    list is comma-separated, a dict ``KEY=VALUE, ...``."""
     hints = typing.get_type_hints(TrainConfig)
     out = {}
     for name, value in values.items():
@@ -62,24 +63,15 @@ def parse_advanced(values: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str):
             value = value.strip()
             if value == "":
+                if type(None) not in typing.get_args(hints[name]):
+                    continue
                 value = None
             elif kind is list:
                 value = split_items(value)
             elif kind is dict:
                 value = dict(split_pair(item) for item in split_items(value))
         out[name] = value
-    defaults = TrainConfig()
-    return {
-        name: (getattr(defaults, name) if value is None and name in _NOT_OPTIONAL else value)
-        for name, value in out.items()
-    }
-
-
-_NOT_OPTIONAL = {
-    f.name
-    for f in fields(TrainConfig)
-    if type(None) not in typing.get_args(typing.get_type_hints(TrainConfig)[f.name])
-}
+    return out
 
 
 class TrainingStoppedByUser(UserError):

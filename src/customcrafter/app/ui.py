@@ -15,6 +15,7 @@ import gradio as gr
 from ..config import LAMBDA_L, LAMBDA_S, K, TrainConfig
 from ..errors import UserError
 from ..shapes.world import SUBJECTS, SUBJECTS_DIR
+from ..subject import SUBJECT_FILENAME
 from .jobs import (
     SIDE_BY_SIDE,
     AppSession,
@@ -309,10 +310,10 @@ def build_app(session: AppSession) -> gr.Blocks:
                 for label in SIDE_BY_SIDE
             ]
             files = [str(p) for _, _, mp4, gif in out.videos for p in (mp4, gif)]
-            files.append(str(session.workspace.entry(subject).path))
-            gallery_items = [str(p) for p in session.workspace.videos()]
-            names = gr.update(choices=[p.name for p in session.workspace.videos()])
-            return (*updates, str(out.curve), files, gallery_items, names)
+            files.append(str(session.workspace.subject_dir(subject) / SUBJECT_FILENAME))
+            made_here = session.workspace.videos()
+            names = gr.update(choices=[p.name for p in made_here])
+            return (*updates, str(out.curve), files, [str(p) for p in made_here], names)
 
         generate_button.click(
             generate,

@@ -243,13 +243,9 @@ class WanModel(BaseVideoModel):
 
     def encode_video(self, video: torch.Tensor, generator: torch.Generator | None = None):
         """Normalised latents of ``video`` ``[b, 3, 4n+1, h, w]`` (one frame: an image)."""
-        check_num_frames(video.shape[2])
-        video = video.to(device=self.device, dtype=self.vae.dtype)
-        dist = self.vae.encode(video).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
-        latents = dist.mean + dist.std * noise.to(dist.mean.device)
-        mean, inv_std = self._latent_stats(latents)
-        return (latents - mean) * inv_std
+        mean, std = self.latent_distribution(video)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + std * noise.to(mean.device)
 
     def latent_distribution(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_num_frames(video.shape[2])
