@@ -63,7 +63,6 @@ class EncodedClips:
                     self.prompts.append(prompt)
                     bar.update(1)
             bar.close()
-            self.embed_text = embed_text
             self.texts: dict[str, torch.Tensor] = {}
             for prompt in dict.fromkeys(self.prompts):
                 ids = model.tokenize([prompt])
