@@ -189,23 +189,24 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("no CUDA device here; these figures need a GPU (or use --tiny --device cpu)")
 
-    rows = []
+    size = "tiny" if args.tiny else "Wan 2.1 1.3B size"
+    print(f"Wan ({size}, random weights) on {args.device}; {args.steps} sampling steps")
+    print(f"{'run':38} {'peak GiB':>9} {'/ target':>9} {'time':>9}")
+
+    def row(name: str, peak: float, target: float, seconds: float, unit: str) -> None:
+        # printed as each run ends, so a run cut short still reports what it measured
+        print(f"{name:38} {peak:9.2f} {peak / target:9.2f} {seconds:9.2f} {unit}", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
         for frames, identifier in ((1, True), (5 if args.tiny else 17, True), (1, False)):
             m = bench_train(args, Path(tmp), frames, identifier)
             how = "identifier, cached" if identifier else "learnt token"
             seconds = m.seconds / args.train_steps  # setup and encoding included
-            rows.append((f"train {frames}-frame ({how})", m.peak_gib, 16.0, seconds, "s/step"))
+            row(f"train {frames}-frame ({how})", m.peak_gib, 16.0, seconds, "s/step")
     for offload in ["model"] if args.skip_no_offload else ["model", None]:
         m = bench_generate(args, offload)
         target = 10.0 if offload else float("nan")
-        rows.append((f"generate ({offload or 'no'} offload)", m.peak_gib, target, m.seconds, "s"))
-
-    size = "tiny" if args.tiny else "Wan 2.1 1.3B size"
-    print(f"\nWan ({size}, random weights) on {args.device}; {args.steps} sampling steps")
-    print(f"{'run':38} {'peak GiB':>9} {'/ target':>9} {'time':>9}")
-    for name, peak, target, seconds, unit in rows:
-        print(f"{name:38} {peak:9.2f} {peak / target:9.2f} {seconds:9.2f} {unit}")
+        row(f"generate ({offload or 'no'} offload)", m.peak_gib, target, m.seconds, "s")
 
 
 if __name__ == "__main__":
