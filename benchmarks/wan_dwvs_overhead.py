@@ -57,6 +57,7 @@ def main() -> None:
             num_attention_heads=args.heads,
             attention_head_dim=args.head_dim,
             ffn_dim=args.ffn,
+            rope_max_seq_len=1024,  # Wan's own; the tiny default covers only tiny videos
         )
 
     model = build()

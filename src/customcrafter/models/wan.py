@@ -402,10 +402,12 @@ def build_tiny_wan(
     num_attention_heads: int = 2,
     attention_head_dim: int = 12,
     ffn_dim: int = 32,
+    rope_max_seq_len: int = 32,
 ) -> WanModel:
     """A randomly initialised Wan of the real classes, small enough for a CPU test: by
     default a 2-block transformer (two 12-wide heads), a 4-level VAE of width 3, a 2-layer
-    UMT5 (the transformer's size can be raised for benchmarks). Its output is noise; it
+    UMT5 (the transformer's size, and ``rope_max_seq_len`` for larger videos, can be raised
+    for benchmarks). Its output is noise; it
     exists to exercise code. ``two_experts``: an A14B-style pair switched at
     ``boundary_ratio`` 0.875."""
     from diffusers import (
@@ -452,7 +454,7 @@ def build_tiny_wan(
             num_layers=num_layers,
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
+            rope_max_seq_len=rope_max_seq_len,
         )
 
     first = transformer()
