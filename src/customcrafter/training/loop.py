@@ -3,16 +3,16 @@
 instance photos -> static clips -> noise-prediction loss (masked to the image area) plus
 ``prior_loss_weight`` times the same loss on class clips -> AdamW on the LoRA and the new
 token embeddings only. accelerate handles devices, mixed precision, gradient accumulation and
-multi-GPU (``accelerate launch``).
+multi-GPU (``accelerate launch``). What the run learns from is assembled in ``inputs.py``;
+its output folder is guarded by ``output.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +24,15 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig, config_to_dict
 from ..errors import UserError
-from ..io.files import check_writable, write_json
-from ..io.images import list_images
-from ..io.video import list_videos
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
-from ..prompts import check_identifier, find_tokens, initializer_words, subject_phrase
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 from ..subject.module import for_experts
-from .cache import CachedBatch, EncodedClips
-from .checkpoint import (
-    CHECKPOINT_DIR,
-    find_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
-from .class_images import (
-    class_image_dir,
-    class_video_dir,
-    ensure_class_images,
-    ensure_class_videos,
-)
-from .data import CAPTION_TEMPLATES, ClassClips, StaticClipBatch, SubjectImages
+from .cache import CachedBatch
+from .checkpoint import find_checkpoint, load_checkpoint
+from .data import StaticClipBatch
+from .inputs import check_inputs, datasets, encode_once, generate_class_data
+from .output import OutputFolder, check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -93,84 +79,6 @@ def detach_start_token(model: BaseVideoModel) -> list:
                 modules[f"{block}.attn2.{proj}"].register_forward_hook(_detach_first_token)
             )
     return handles
-
-
-def _check_output_dir(out: Path, config: TrainConfig) -> bool:
-    """Refuse to touch earlier results in ``out`` unless told to; ``True`` when
-    ``--overwrite`` is to replace them. They stay in place until the new run's first
-    checkpoint is written (:class:`_Results`), so a run that fails before has lost nothing."""
-    check_writable(out, "--output-dir")
-    has_results = (out / SUBJECT_FILENAME).exists() or bool(list_checkpoints(out))
-    if (out / PREVIOUS).is_dir() and not has_results:  # a run killed while replacing them
-        logger.warning("restoring the earlier results kept in %s", out / PREVIOUS)
-        _move(out / PREVIOUS, out, _Results.EARLIER)
-        shutil.rmtree(out / PREVIOUS, ignore_errors=True)
-        has_results = True
-    if has_results and not config.resume_from_checkpoint:
-        if not config.overwrite:
-            raise UserError(
-                f"{out} already holds a trained subject or checkpoints; pass "
-                "--resume-from-checkpoint latest to continue, or --overwrite to start over"
-            )
-        return True
-    return False
-
-
-#: where earlier results wait, for the moment the first checkpoint of a new run is written
-PREVIOUS = ".previous"
-
-
-def _move(source: Path, target: Path, names: tuple[str, ...]) -> None:
-    """Move the ``names`` that exist in ``source`` into ``target``, replacing what is there."""
-    target.mkdir(exist_ok=True)
-    for name in names:
-        if (source / name).exists():
-            if (target / name).is_dir():
-                shutil.rmtree(target / name)
-            else:
-                (target / name).unlink(missing_ok=True)
-            os.replace(source / name, target / name)
-
-
-class _Results:
-    """What a run writes into its output folder besides checkpoints, and when: the earlier
-    results (``--overwrite``) give way just before the first checkpoint, and come back if
-    that write fails."""
-
-    EARLIER = (SUBJECT_FILENAME, CHECKPOINT_DIR, "train_config.json")
-
-    def __init__(self, out: Path, replacing: bool, settings: dict):
-        self.out, self.replacing, self.settings = out, replacing, settings
-        self.started = False
-
-    def save_checkpoint(self, step, subject, optimizer, lr_scheduler, limit) -> None:
-        if self.started:
-            save_checkpoint(self.out, step, subject, optimizer, lr_scheduler, self.settings, limit)
-            return
-        aside = self.out / PREVIOUS
-        if self.replacing:
-            _move(self.out, aside, self.EARLIER)
-        try:
-            write_json(self.out / "train_config.json", self.settings)
-            save_checkpoint(self.out, step, subject, optimizer, lr_scheduler, self.settings, limit)
-        except BaseException:
-            if self.replacing:
-                _move(aside, self.out, self.EARLIER)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
-        self.started = True
-
-    def interrupted(self, step: int) -> str:
-        """What a Ctrl-C at ``step`` leaves, and how to go on."""
-        done = list_checkpoints(self.out)
-        if done and (self.started or not self.replacing):
-            return (
-                f"training interrupted at step {step}; the last checkpoint ({done[-1].name}) "
-                "is intact. Run the same command with --resume-from-checkpoint latest to "
-                "continue."
-            )
-        kept = "; the earlier results in the folder are unchanged" if self.replacing else ""
-        return f"training interrupted at step {step}; no checkpoint was written yet{kept}."
 
 
 def compute_loss(
@@ -238,10 +146,9 @@ def train(
     is written at that step and ``TrainingInterrupted`` raised (resume with
     ``resume_from_checkpoint="latest"``).
     """
-    tokens, init_words, instance_paths, class_paths = _check_inputs(config)
-    use_prior = config.prior_loss_weight > 0
+    tokens, init_words, instance_paths, class_paths = check_inputs(config)
     out = Path(config.output_dir)
-    replacing = _check_output_dir(out, config)
+    replacing = check_output_dir(out, config)
     checkpoint = (
         find_checkpoint(out, config.resume_from_checkpoint)
         if config.resume_from_checkpoint
@@ -257,7 +164,48 @@ def train(
             config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
         )
     model.to(accelerator.device)
-    if config.train_frames is None:  # the base model's default, recorded with the run
+    config, height, width = _fitted_to(config, model)
+
+    # class images come from the plain base model, before the subject module exists
+    if config.prior_loss_weight > 0 and class_paths is None:
+        with accelerator.main_process_first():
+            class_paths = generate_class_data(
+                config, model, height, width, progress and accelerator.is_main_process
+            )
+
+    subject = _create_subject(config, model, init_words)
+    factor = model.vae_scale_factor
+    data = datasets(config, tokens, instance_paths, class_paths, height, width, factor)
+    output = OutputFolder(out, replacing, config_to_dict(config))
+    cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
+    embed_text = cache and not subject.trains_text_encoder
+    if cache:
+        data = encode_once(config, model, data, embed_text, progress)
+    parked = ([model.vae] + ([model.text_encoder] if embed_text else [])) if cache else []
+    for component in parked:  # off the GPU while training; back afterwards
+        component.to("cpu")
+    run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text)
+    try:
+        _fit(run, checkpoint, progress, callback)
+    finally:
+        for component in parked:
+            component.to(accelerator.device)
+    path = out / SUBJECT_FILENAME
+    if accelerator.is_main_process:
+        try:
+            subject.save(path, training=output.settings)
+        except OSError as exc:
+            raise UserError(
+                f"could not write {path}: {exc}; the last checkpoint is intact: free space and "
+                "run the same command with --resume-from-checkpoint latest"
+            ) from None
+    return path
+
+
+def _fitted_to(config: TrainConfig, model: BaseVideoModel) -> tuple[TrainConfig, int, int]:
+    """``config`` with the base model's clip length where it gives none (recorded with the
+    run), and the training size, checked against the model."""
+    if config.train_frames is None:
         config = dataclasses.replace(config, train_frames=model.train_frames)
         config.validate()
     height = config.height or model.defaults.height
@@ -267,88 +215,7 @@ def train(
         raise UserError(f"--height and --width must be multiples of {factor}, got {height}x{width}")
     model.latent_shape(1, config.train_frames, height, width)  # the model's own checks
     for_experts(model, [], config.experts)  # --experts only on a two-expert model
-
-    # class images come from the plain base model, before the subject module exists
-    if use_prior and class_paths is None:
-        with accelerator.main_process_first():
-            class_paths = _generate_class_data(
-                config, model, height, width, progress and accelerator.is_main_process
-            )
-
-    subject = _create_subject(config, model, init_words)
-    data = _datasets(config, tokens, instance_paths, class_paths, height, width, factor)
-    results = _Results(out, replacing, config_to_dict(config))
-    cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
-    embed_text = cache and not subject.trains_text_encoder
-    if cache:
-        data = _encode_once(config, model, data, embed_text, progress)
-    parked = ([model.vae] + ([model.text_encoder] if embed_text else [])) if cache else []
-    for component in parked:  # off the GPU while training; back afterwards
-        component.to("cpu")
-    try:
-        _fit(
-            config, model, subject, data, accelerator, checkpoint, results, progress, embed_text,
-            callback,
-        )  # fmt: skip
-    finally:
-        for component in parked:
-            component.to(accelerator.device)
-    path = out / SUBJECT_FILENAME
-    if accelerator.is_main_process:
-        try:
-            subject.save(path, training=results.settings)
-        except OSError as exc:
-            raise UserError(
-                f"could not write {path}: {exc}; the last checkpoint is intact: free space and "
-                "run the same command with --resume-from-checkpoint latest"
-            ) from None
-    return path
-
-
-def _generate_class_data(config, model, height, width, progress) -> list[Path]:
-    """The cached class images (or, with ``class_videos``, clips) of the base model."""
-    if config.class_videos:
-        folder = class_video_dir(model, config.class_prompt, config.train_frames, height, width)
-        return ensure_class_videos(
-            model,
-            config.class_prompt,
-            config.num_class_images,
-            folder,
-            config.train_frames,
-            height,
-            width,
-            num_inference_steps=config.class_sampling_steps,
-            progress=progress,
-        )
-    return ensure_class_images(
-        model,
-        config.class_prompt,
-        config.num_class_images,
-        class_image_dir(model, config.class_prompt, height, width),
-        height,
-        width,
-        num_inference_steps=config.class_sampling_steps,
-        progress=progress,
-    )
-
-
-def _encode_once(config, model, data, embed_text: bool, progress: bool):
-    """``data`` encoded before the loop (``training.cache``), from the run's seed: a resumed
-    run encodes the same views."""
-    instances, classes = data
-    rng = np.random.default_rng([config.seed, 0xCACE])
-    views = config.cache_views if config.augment else 1
-    encoded = EncodedClips(
-        model, instances, views, rng, embed_text, progress, desc="encoding photos"
-    )
-    if classes is not None:
-        class_views = config.cache_views if config.class_videos else 1
-        classes = EncodedClips(
-            model, classes, class_views, rng, embed_text, progress, desc="encoding class data"
-        )
-    size = (encoded.nbytes() + (classes.nbytes() if classes is not None else 0)) / 2**20
-    logger.info("training inputs encoded once: %.0f MiB in CPU memory", size)
-    return encoded, classes
+    return config, height, width
 
 
 def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict):
@@ -374,61 +241,6 @@ def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict
     return subject
 
 
-def _datasets(config, tokens, instance_paths, class_paths, height, width, factor):
-    """``(instance clips, class clips or None)``: every photo as a static clip."""
-    phrase = subject_phrase(config.instance_prompt, tokens)
-    instances = SubjectImages(
-        instance_paths,
-        height,
-        width,
-        config.train_frames,
-        factor,
-        phrase,
-        CAPTION_TEMPLATES,
-        augment=config.augment,
-    )
-    if config.prior_loss_weight <= 0:
-        return instances, None
-    if config.class_videos:
-        classes = ClassClips(
-            class_paths, height, width, config.train_frames, factor, config.class_prompt
-        )
-    else:
-        classes = SubjectImages(
-            class_paths, height, width, config.train_frames, factor, config.class_prompt
-        )
-    return instances, classes
-
-
-def _check_inputs(config: TrainConfig):
-    """The settings, the subject's new tokens (or identifier word) and its photos (and the
-    class images given), checked before anything is loaded: ``(tokens or [identifier],
-    initializer words, instance paths, class paths or None)``."""
-    config.validate()
-    if not config.output_dir:
-        raise UserError("give an output folder (--output-dir)")
-    if config.identifier is not None:
-        check_identifier(config.instance_prompt, config.identifier)
-        tokens, init_words = [config.identifier], {}
-    else:
-        tokens = find_tokens(config.instance_prompt)
-        if not tokens:
-            raise UserError(
-                f"the instance prompt {config.instance_prompt!r} has no new token: write the "
-                "subject as a token in angle brackets followed by its class, e.g. 'video of a "
-                "<new1> dog' (or name it by an existing word with --identifier sks)"
-            )
-        init_words = initializer_words(config.instance_prompt, config.initializer_words)
-    instance_paths = list_images(config.instance_data_dir, "instance image")
-    class_paths = None
-    if config.prior_loss_weight > 0 and config.class_data_dir:
-        if config.class_videos:
-            class_paths = list_videos(config.class_data_dir, "class video")
-        else:
-            class_paths = list_images(config.class_data_dir, "class image")
-    return tokens, init_words, instance_paths, class_paths
-
-
 def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: Accelerator):
     """AdamW on the module's parameters, and the learning-rate schedule."""
     lr = config.learning_rate
@@ -452,79 +264,106 @@ def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: 
     return optimizer, lr_scheduler
 
 
-def _fit(
-    config,
-    model,
-    subject,
-    data,
-    accelerator,
-    checkpoint,
-    results,
-    progress,
-    embedded=False,
-    callback=None,
-) -> None:
-    """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
-    writing a checkpoint every ``checkpointing_steps``. ``data``: (instance, class) images
-    (or their encodings; ``embedded``: captions too, the text encoder not needed)."""
-    instances, classes = data
-    optimizer, lr_scheduler = _optimizer(config, subject, accelerator)
-    denoiser = SubjectDenoiser(model, with_text=not embedded)
-    denoiser.train()
-    denoiser, optimizer, lr_scheduler = accelerator.prepare(denoiser, optimizer, lr_scheduler)
-    step = 0
-    if checkpoint is not None:
-        step = load_checkpoint(checkpoint, subject, optimizer, lr_scheduler)
-        logger.info("resumed from %s at step %d", checkpoint, step)
+@dataclass
+class _Run:
+    """What the optimisation loop works on: the settings, the model with its subject module,
+    the data (instance and class clips, or their encodings; ``embedded``: the captions too,
+    so the text encoder is not needed), the output folder, and, once prepared, the denoiser,
+    optimizer and learning-rate schedule."""
 
-    hooks = detach_start_token(model)
+    config: TrainConfig
+    model: BaseVideoModel
+    subject: SpatialSubjectModule
+    accelerator: Accelerator
+    output: OutputFolder
+    instances: object
+    classes: object | None
+    embedded: bool = False
+    denoiser: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    lr_scheduler: object = None
+    step: int = 0
+
+
+def _fit(run: _Run, checkpoint: Path | None, progress: bool, callback=None) -> None:
+    """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
+    writing a checkpoint every ``checkpointing_steps``."""
+    config, accelerator = run.config, run.accelerator
+    optimizer, lr_scheduler = _optimizer(config, run.subject, accelerator)
+    denoiser = SubjectDenoiser(run.model, with_text=not run.embedded)
+    denoiser.train()
+    run.denoiser, run.optimizer, run.lr_scheduler = accelerator.prepare(
+        denoiser, optimizer, lr_scheduler
+    )
+    if checkpoint is not None:
+        run.step = load_checkpoint(checkpoint, run.subject, run.optimizer, run.lr_scheduler)
+        logger.info("resumed from %s at step %d", checkpoint, run.step)
+
+    hooks = detach_start_token(run.model)
     bar = tqdm(
         total=config.max_train_steps,
-        initial=step,
+        initial=run.step,
         desc="training",
         disable=not (progress and accelerator.is_main_process),
     )
     try:
-        while step < config.max_train_steps:
-            for micro in range(config.gradient_accumulation_steps):
-                # every random draw of this micro-batch derives from (seed, process, step): a
-                # resumed run replays exactly the batches a straight run would have seen
-                rng = np.random.default_rng([config.seed, accelerator.process_index, step, micro])
-                generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                with accelerator.accumulate(denoiser):
-                    loss, logs = compute_loss(
-                        model,
-                        denoiser,
-                        instances.sample(config.train_batch_size, rng),
-                        classes.sample(config.train_batch_size, rng) if classes else None,
-                        generator,
-                        config,
-                    )
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(subject.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-            step += 1
+        while run.step < config.max_train_steps:
+            logs = _train_step(run)
+            run.step += 1
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items()})
-            stop = callback is not None and bool(callback(step, config.max_train_steps, logs))
-            if accelerator.is_main_process and (
-                stop or step % config.checkpointing_steps == 0 or step == config.max_train_steps
-            ):
-                results.save_checkpoint(
-                    step, subject, optimizer, lr_scheduler, config.checkpoints_total_limit
-                )
-            if stop and step < config.max_train_steps:
+            stop = callback is not None and bool(callback(run.step, config.max_train_steps, logs))
+            _checkpoint(run, stop)
+            if stop and run.step < config.max_train_steps:
                 raise TrainingInterrupted(
-                    f"training stopped at step {step} of {config.max_train_steps}; its "
+                    f"training stopped at step {run.step} of {config.max_train_steps}; its "
                     "checkpoint is written: resume with --resume-from-checkpoint latest"
                 )
     except KeyboardInterrupt:
-        raise TrainingInterrupted(results.interrupted(step)) from None
+        raise TrainingInterrupted(run.output.interrupted(run.step)) from None
     finally:
         bar.close()
         for handle in hooks:
             handle.remove()
     accelerator.wait_for_everyone()
+
+
+def _train_step(run: _Run) -> dict[str, float]:
+    """One optimizer step over ``gradient_accumulation_steps`` micro-batches; the logs of
+    the last one."""
+    config, accelerator = run.config, run.accelerator
+    for micro in range(config.gradient_accumulation_steps):
+        # every random draw of this micro-batch derives from (seed, process, step): a
+        # resumed run replays exactly the batches a straight run would have seen
+        rng = np.random.default_rng([config.seed, accelerator.process_index, run.step, micro])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        with accelerator.accumulate(run.denoiser):
+            loss, logs = compute_loss(
+                run.model,
+                run.denoiser,
+                run.instances.sample(config.train_batch_size, rng),
+                run.classes.sample(config.train_batch_size, rng) if run.classes else None,
+                generator,
+                config,
+            )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(run.subject.parameters(), config.max_grad_norm)
+            run.optimizer.step()
+            run.lr_scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+    return logs
+
+
+def _checkpoint(run: _Run, stop: bool) -> None:
+    """Write a checkpoint on the main process when one is due (or the run stops here)."""
+    config = run.config
+    due = run.step % config.checkpointing_steps == 0 or run.step == config.max_train_steps
+    if run.accelerator.is_main_process and (stop or due):
+        run.output.save_checkpoint(
+            run.step,
+            run.subject,
+            run.optimizer,
+            run.lr_scheduler,
+            config.checkpoints_total_limit,
+        )
