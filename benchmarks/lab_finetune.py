@@ -25,9 +25,10 @@ from pathlib import Path
 
 from customcrafter.io.files import write_json
 from customcrafter.models import load_base_model
-from customcrafter.probe import commitment, shapes_pairs
+from customcrafter.probe import commitment
 from customcrafter.sampling import CustomCrafterPipeline
 from customcrafter.shapes.evaluate import evaluate_base, format_report
+from customcrafter.shapes.lab import SHAPES
 from customcrafter.shapes.recipe import BaseRecipe
 from customcrafter.shapes.train_base import _State, export, train_denoiser
 from customcrafter.training.class_images import cache_root
@@ -71,7 +72,7 @@ def main() -> None:
                         "learning_rate": args.learning_rate, "start": "shipped weights"})  # fmt: skip
     if "commitment" not in data:
         pipe = CustomCrafterPipeline.from_pretrained(str(folder))
-        motion = [p for p in shapes_pairs() if p.attribute == "motion"]
+        motion = [p for p in SHAPES.lab.prompt_pairs() if p.attribute == "motion"]
         result = commitment(pipe, motion, switch_steps=GRID, samples=4, seed=0)
         data["commitment"] = result.as_dict()
         write_json(result_path, data)

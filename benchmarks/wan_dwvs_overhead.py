@@ -31,10 +31,9 @@ from interleaved import print_ratios, time_interleaved
 
 from customcrafter.models.wan import build_tiny_wan
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
+from customcrafter.sampling.dwvs import LAMBDA_L, LAMBDA_S, K
 from customcrafter.subject import SpatialSubjectModule
 from customcrafter.subject.export import export_subject
-
-LAMBDA_S, LAMBDA_L, K = 0.4, 0.8, 5
 
 
 def main() -> None:

@@ -13,15 +13,17 @@ from diffusers import DDIMScheduler
 from test_pipeline import _observe_contribution, _trained_looking_subject
 
 from customcrafter.errors import UserError
+from customcrafter.models.samplers import DDIMSampler
+from customcrafter.models.videocrafter2.sampler import VC2DDIMSampler
 from customcrafter.models.videocrafter2.schedule import VC2NoiseSchedule
-from customcrafter.probe import PromptPair, bands, commitment, shapes_pairs
+from customcrafter.probe import PromptPair, bands, commitment
 from customcrafter.probe.bands import band_edges
 from customcrafter.probe.commitment import CurvePoint, crossing, default_grid
 from customcrafter.probe.frontier import Method, choose, frontier_videos, summarise
-from customcrafter.probe.scoring import DetectorScorer, FlowScorer, mean_flow, wilson
+from customcrafter.probe.scoring import FlowScorer, mean_flow, wilson
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from customcrafter.sampling.dwvs import BandSchedule
-from customcrafter.sampling.samplers import VC2DDIMSampler, noise_levels
+from customcrafter.shapes.lab import SHAPES, DetectorScorer
 from customcrafter.shapes.world import ClipSpec, render_clip
 from customcrafter.subject import SpatialSubjectModule
 
@@ -71,14 +73,14 @@ def test_a_band_runs_the_whole_module_inside_it_and_the_base_model_outside():
 def test_noise_levels_fall_and_are_the_noise_to_signal_ratio():
     vc2 = VC2DDIMSampler(VC2NoiseSchedule(use_scale=False))
     vc2.set_timesteps(10)
-    sigmas = noise_levels(vc2)
+    sigmas = vc2.noise_levels()
     abar = vc2.schedule.alphas_cumprod[vc2.timesteps].double()
     assert sigmas == pytest.approx(((1 - abar) / abar).sqrt().tolist())
     assert all(a > b for a, b in zip(sigmas, sigmas[1:], strict=False))
-    ddim = DDIMScheduler(num_train_timesteps=1000)
+    ddim = DDIMSampler(DDIMScheduler(num_train_timesteps=1000).config)
     ddim.set_timesteps(10)
-    abar = ddim.alphas_cumprod[ddim.timesteps].double()
-    assert noise_levels(ddim) == pytest.approx(((1 - abar) / abar).sqrt().tolist())
+    abar = ddim.scheduler.alphas_cumprod[ddim.timesteps].double()
+    assert ddim.noise_levels() == pytest.approx(((1 - abar) / abar).sqrt().tolist())
 
 
 # --- the pipeline: prompts and tokens per step ------------------------------------------------
@@ -198,7 +200,7 @@ def test_the_flow_scorer_needs_no_labels():
 def test_the_shapes_pairs_differ_in_their_attribute_only():
     from customcrafter.shapes.score import wanted
 
-    pairs = shapes_pairs()
+    pairs = SHAPES.lab.prompt_pairs()
     assert {p.attribute for p in pairs} == {"motion", "color", "background"}
     for pair in pairs:
         first, then = wanted(pair.first), wanted(pair.then)

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from customcrafter.errors import UserError
 from customcrafter.models import load_base_model
-from customcrafter.models.registry import SHAPES_WEIGHTS
 from customcrafter.shapes import train_base as recipe_module
+from customcrafter.shapes.lab import SHAPES_WEIGHTS
 from customcrafter.shapes.model import UNET_CONFIG, build_shapes_model
 from customcrafter.shapes.train_base import BaseRecipe, train_base
 

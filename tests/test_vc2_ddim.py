@@ -6,9 +6,9 @@ import torch
 from safetensors import safe_open
 from shared_data import GOLDEN, needs_golden
 
+from customcrafter.models.videocrafter2.sampler import VC2DDIMSampler
 from customcrafter.models.videocrafter2.schedule import VC2NoiseSchedule
 from customcrafter.models.videocrafter2.unet import VC2UNet, VC2UNetConfig
-from customcrafter.sampling.samplers import VC2DDIMSampler
 
 PREFIX = "ckpt.model.diffusion_model."
 

@@ -13,9 +13,9 @@ from shared_data import GOLDEN, SPEC
 
 from customcrafter.models.base import decode_frames
 from customcrafter.models.videocrafter2.checkpoint import convert_vae_state_dict, load_vc2_vae
+from customcrafter.models.videocrafter2.sampler import VC2DDIMSampler
 from customcrafter.models.videocrafter2.schedule import VC2NoiseSchedule
 from customcrafter.models.videocrafter2.vae import build_vc2_vae, encode_mean_scaled
-from customcrafter.sampling.samplers import VC2DDIMSampler
 
 SCHEDULE_BUFFERS = (
     "betas",
@@ -149,7 +149,7 @@ def test_ddim_50_step_schedule_equals_the_original_samplers(golden):
         "timesteps": sampler.ddim_timesteps,
         "alphas": sampler.ddim_alphas,
         "alphas_prev": sampler.ddim_alphas_prev,
-        "sigmas_eta1": sampler.sigmas(1.0),
+        "sigmas_eta1": sampler.step_noise_std(1.0),
         "scale": sampler.ddim_scale,
         "scale_prev": sampler.ddim_scale_prev,
     }

@@ -11,6 +11,7 @@ from test_training import _config
 from customcrafter.cli import main
 from customcrafter.errors import UserError
 from customcrafter.models import build_tiny_t2v, load_base_model
+from customcrafter.models.samplers import FlowMatchingSampler
 from customcrafter.models.wan import (
     WAN_NEGATIVE_PROMPT,
     WanModel,
@@ -18,7 +19,6 @@ from customcrafter.models.wan import (
     build_tiny_wan,
 )
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
-from customcrafter.sampling.samplers import FlowMatchingSampler, make_sampler, noise_levels
 from customcrafter.subject import SpatialSubjectModule, read_metadata
 from customcrafter.subject.export import export_subject
 from customcrafter.subject.targets import resolve_targets
@@ -147,11 +147,11 @@ def test_flow_matching_noise_target_and_shifted_timesteps():
 
 def test_the_sampler_is_the_models_own_and_reports_flow_sigmas():
     model = build_tiny_wan()
-    sampler = make_sampler(model)
+    sampler = model.make_sampler()
     assert isinstance(sampler, FlowMatchingSampler)
     assert type(sampler.scheduler).__name__ == "UniPCMultistepScheduler"
     sampler.set_timesteps(4)
-    sigmas = noise_levels(sampler)
+    sigmas = sampler.noise_levels()
     assert len(sigmas) == 4 and sigmas[0] > sigmas[-1] > 0 and sigmas[0] <= 1
     with pytest.raises(UserError, match="deterministic"):
         CustomCrafterPipeline(model)(PROMPT, eta=1.0, progress=False, **SETTINGS)
@@ -282,9 +282,9 @@ def test_the_export_command_writes_the_file_and_explains_a_refusal(tmp_path, cap
 def test_switch_sigma_on_wan_switches_where_the_flow_sigma_falls_below_it(tmp_path):
     path = _subject_with_random_lora(tmp_path)
     pipe = CustomCrafterPipeline.from_pretrained(subject=path)
-    sampler = make_sampler(pipe.model)
+    sampler = pipe.model.make_sampler()
     sampler.set_timesteps(4)
-    sigmas = noise_levels(sampler)
+    sigmas = sampler.noise_levels()
     switch = (sigmas[1] + sigmas[2]) / 2
     schedule = DynamicWeightSchedule(0.4, 0.8, 1, switch_sigma=switch)
     out = pipe("a <new1> dog", schedule=schedule, progress=False, **SETTINGS)

@@ -7,7 +7,7 @@ The public API:
 - :class:`DynamicWeightSchedule` - the subject module's weight at each denoising step.
 - :class:`SpatialSubjectModule` - LoRA on the spatial attention plus the new tokens.
 - :func:`train` with :class:`TrainConfig` - learning a subject from photos.
-- :class:`SampleConfig` - the settings of one generated video.
+- :class:`SampleConfig` - the sampler settings of one generated video.
 - :func:`load_base_model` - the base video diffusion models.
 
 The names are imported on first use, so that ``import customcrafter`` (and the command

@@ -23,11 +23,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from .errors import UserError
 
-#: Dynamic Weighted Video Sampling as the paper runs it: the subject module at LAMBDA_S for
-#: the first K of 50 DDIM steps, then at LAMBDA_L
-LAMBDA_S = 0.4
-LAMBDA_L = 0.8
-K = 5
 #: the authors' CLIP (OpenAI ViT-B/32) and DINO models for the metrics
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_DINO = "facebook/dino-vits16"
@@ -65,11 +60,69 @@ def setting(
     default_factory: Any = MISSING,
     flag: str | None = None,
     metavar: str | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    slider_step: float | None = None,
+    slider_max: float | None = None,
 ) -> Any:
-    """A dataclass field with its help text (and, where it differs from the field's name,
-    its command-line flag) in the metadata."""
-    metadata = {"help": help, "flag": flag, "metavar": metavar}
+    """A dataclass field with its help text, its bounds and, where it differs from the
+    field's name, its command-line flag in the metadata.
+
+    ``minimum`` / ``maximum``: the values the setting takes (checked by :func:`check_bounds`
+    wherever it is given: command line, config file, benchmark spec, the app).
+    ``slider_step`` / ``slider_max``: how the app shows it as a slider (``slider_max`` where
+    the setting itself has no ``maximum``)."""
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "metavar": metavar,
+        "minimum": minimum,
+        "maximum": maximum,
+        "slider_step": slider_step,
+        "slider_max": slider_max,
+    }
     return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of a setting (``--steps`` for ``num_inference_steps``)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _number_text(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_bounds(config, label=flag_of) -> None:
+    """Refuse a number of the dataclass ``config`` that is not finite or lies outside its
+    setting's ``minimum`` / ``maximum``, naming it by ``label(field)`` (by default its
+    flag)."""
+    for f in fields(config):
+        check_value(f, getattr(config, f.name), label(f))
+
+
+def check_value(f: dataclasses.Field, value, name: str) -> None:
+    """Refuse ``value`` for the setting ``f`` when it is a number that is not finite or lies
+    outside the setting's bounds, calling it ``name``."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a number, got {value}")
+    low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
+    given = _number_text(value)
+    if low is not None and high is not None and not low <= value <= high:
+        raise UserError(
+            f"{name} must be between {_number_text(low)} and {_number_text(high)}, got {given}"
+        )
+    if low is not None and value < low:
+        raise UserError(f"{name} must be at least {_number_text(low)}, got {given}")
+    if high is not None and value > high:
+        raise UserError(f"{name} must be at most {_number_text(high)}, got {given}")
+
+
+def field_named(cls: type, name: str) -> dataclasses.Field:
+    """The field ``name`` of the dataclass ``cls``."""
+    return next(f for f in fields(cls) if f.name == name)
 
 
 @dataclass
@@ -254,34 +307,12 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    """How one video is sampled: the subject module's weight at each step (Dynamic Weighted
-    Video Sampling) and the sampler's settings. ``None`` means the base model's own default
-    (``ModelDefaults``), which :meth:`with_defaults` fills in."""
+    """How one video is sampled: the sampler's settings. ``None`` means the base model's own
+    default (``ModelDefaults``), which :meth:`with_defaults` fills in. The subject module's
+    weight at each step is the weight schedule's (``sampling.DynamicWeightSchedule``)."""
 
-    lambda_s: float = setting(LAMBDA_S, help="subject-module weight while motion is laid out")
-    lambda_l: float = setting(LAMBDA_L, help="subject-module weight while appearance is repaired")
-    k: int = setting(K, help="steps at --lambda-s before switching to --lambda-l")
-    constant_weight: float | None = setting(
-        None, help="one subject-module weight at every step (the paper's baseline)"
-    )
-    switch_sigma: float | None = setting(
-        None,
-        help="switch to --lambda-l when the noise level sigma falls to this, in place of --k "
-        "(sigma = sqrt((1 - abar) / abar) for DDPM models, the flow sigma in [0, 1] for Wan; "
-        "as ComfyUI reports it)",
-    )
-    delay_token: bool = setting(
-        False,
-        help="not in the paper: the class word in place of the subject's token until the "
-        "switch, so neither part of the module acts on the early steps",
-    )
-    cond_only: bool = setting(
-        False,
-        help="not in the paper: the module in the prompt's branch of classifier-free guidance "
-        "only (two UNet calls a step)",
-    )
     num_inference_steps: int | None = setting(
-        None, help="DDIM steps (default: the base model's, 50)", flag="--steps"
+        None, help="DDIM steps (default: the base model's, 50)", flag="--steps", minimum=1
     )
     guidance_scale: float | None = setting(
         None, help="classifier-free guidance (default: the base model's, 12.0 for VideoCrafter2)"
@@ -291,26 +322,18 @@ class SampleConfig:
         help="Wan 2.2 A14B: guidance in the low-noise expert's steps (default: the model's, "
         "3.0; --guidance-scale is the high-noise expert's)",
     )
-    eta: float | None = setting(None, help="DDIM eta (default: the base model's)")
-    num_frames: int | None = setting(None, help="frames (default: the base model's)")
-    height: int | None = setting(None, help="height (default: the base model's)")
-    width: int | None = setting(None, help="width (default: the base model's)")
-    fps: int | None = setting(None, help="frame rate it is made and saved at")
+    eta: float | None = setting(None, help="DDIM eta (default: the base model's)", minimum=0.0)
+    num_frames: int | None = setting(None, help="frames (default: the base model's)", minimum=1)
+    height: int | None = setting(None, help="height (default: the base model's)", minimum=1)
+    width: int | None = setting(None, help="width (default: the base model's)", minimum=1)
+    fps: int | None = setting(None, help="frame rate it is made and saved at", minimum=1)
     negative_prompt: str | None = setting(None, help="prompt guidance steers away from")
     seed: int = setting(0, help="seed of the initial noise and of DDIM's noise")
 
     def validate(self) -> None:
         """Check every value (``None`` stays the model's default)."""
         normalize(self)
-        for name in ("lambda_s", "lambda_l", "constant_weight", "guidance_scale"):
-            _finite(self, name)
-        for name in ("guidance_scale_2",):
-            _finite(self, name)
-        _finite(self, "eta", at_least=0.0)
-        _finite(self, "switch_sigma", at_least=0.0)
-        _at_least(self, "k", 0)
-        for name in ("num_inference_steps", "num_frames", "height", "width", "fps"):
-            _at_least(self, name, 1)
+        check_bounds(self)
 
     def with_defaults(self, defaults: Any) -> SampleConfig:
         """A copy whose ``None`` sampler settings come from ``defaults`` (``ModelDefaults``)."""
@@ -321,17 +344,7 @@ class SampleConfig:
 
 
 #: the sampler settings of SampleConfig (what a benchmark's ``generation:`` may set)
-SAMPLER_FIELDS = (
-    "num_inference_steps",
-    "guidance_scale",
-    "guidance_scale_2",
-    "eta",
-    "num_frames",
-    "height",
-    "width",
-    "fps",
-    "negative_prompt",
-)
+SAMPLER_FIELDS = tuple(f.name for f in fields(SampleConfig) if f.name != "seed")
 
 
 def field_kind(hint) -> type:
@@ -373,8 +386,7 @@ def normalize(config) -> None:
 
 def _flag(config, name: str) -> str:
     """The command-line flag of a setting (``--steps`` for ``num_inference_steps``)."""
-    flag = next(f.metadata.get("flag") for f in fields(config) if f.name == name)
-    return flag or "--" + name.replace("_", "-")
+    return flag_of(field_named(type(config), name))
 
 
 def _one_of(value: str, choices: tuple[str, ...], flag: str, what: str = "") -> None:
@@ -403,7 +415,7 @@ def _finite(config, name: str, above: float | None = None, at_least: float | Non
 
 def help_of(cls: type, name: str) -> str:
     """The help text of field ``name`` of a config dataclass."""
-    return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+    return field_named(cls, name).metadata["help"]
 
 
 def default_device(device: str | None = None) -> str:

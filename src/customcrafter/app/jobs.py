@@ -6,6 +6,7 @@ here knows about the web page; ``ui.py`` calls it.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import typing
 from collections.abc import Callable
@@ -13,9 +14,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import LAMBDA_L, LAMBDA_S, K, TrainConfig, field_kind, split_items, split_pair
+from ..config import TrainConfig, field_kind, flag_of, split_items, split_pair
 from ..errors import UserError
+from ..models.plugins import lab_of
 from ..prompts import find_tokens
+from ..sampling.dwvs import DynamicWeightSchedule
 from .workspace import Workspace
 
 #: TrainConfig fields the Learn panel sets itself (the advanced panel holds the rest)
@@ -41,13 +44,12 @@ def advanced_fields() -> list[dataclasses.Field]:
 
 
 def training_defaults(base: str) -> dict[str, Any]:
-    """The advanced panel's values: the paper's settings, or on the shapes model the
-    project's recipe for it (the paper's, scaled to a 2 M-parameter model and a CPU)."""
+    """The advanced panel's values: the paper's settings, or on a lab model its own recipe
+    (on the shapes model: the paper's, scaled to a 2 M-parameter model and a CPU)."""
     values = {f.name: getattr(TrainConfig(), f.name) for f in advanced_fields()}
-    if base == "shapes":
-        from ..shapes.customize import subject_train_config
-
-        recipe = subject_train_config("striped-star", "unused")
+    lab = lab_of(base)
+    if lab is not None:
+        recipe = lab.recipe(next(iter(lab.subjects)), "unused")
         values.update({f.name: getattr(recipe, f.name) for f in advanced_fields()})
     return values
 
@@ -72,6 +74,64 @@ def parse_advanced(values: dict[str, Any]) -> dict[str, Any]:
                 value = dict(split_pair(item) for item in split_items(value))
         out[name] = value
     return out
+
+
+@dataclass(frozen=True)
+class Control:
+    """One weight-schedule setting as the Generate panel shows it: a ``slider`` (from
+    ``minimum`` to ``maximum`` in ``step``), a ``number`` (empty: not set) or a
+    ``checkbox``; ``paper`` says whether it is one of the paper's three."""
+
+    name: str
+    kind: str
+    default: Any
+    label: str
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    paper: bool = True
+
+
+def schedule_controls(schedule: type = DynamicWeightSchedule) -> list[Control]:
+    """The Generate panel's controls, one per setting of the weight schedule ``schedule``,
+    made from its declaration (help text, default, bounds)."""
+    controls = []
+    for f in dataclasses.fields(schedule):
+        meta, hint = f.metadata, typing.get_type_hints(schedule)[f.name]
+        help_text = page_terms(meta["help"])
+        if field_kind(hint) is bool:
+            controls.append(Control(f.name, "checkbox", f.default, help_text, paper=False))
+            continue
+        step, top = meta.get("slider_step"), meta.get("maximum") or meta.get("slider_max")
+        if top is None:  # no range to slide over: a number, empty while unset
+            label = f"{f.name}: {help_text} (empty: not used)"
+            controls.append(Control(f.name, "number", f.default, label, paper=False))
+            continue
+        step = step or (1 if field_kind(hint) is int else None)
+        label = f"{f.name}: {help_text} (paper {f.default})"
+        controls.append(Control(f.name, "slider", f.default, label, meta["minimum"], top, step))
+    return controls
+
+
+def schedule_settings(values: dict[str, Any], schedule: type = DynamicWeightSchedule) -> dict:
+    """The page's values of the weight schedule's settings as it takes them: whole numbers
+    for its integer settings (a slider gives 5.0), an empty number left out."""
+    hints = typing.get_type_hints(schedule)
+    out = {}
+    for name, value in values.items():
+        if value is None or value == "":
+            continue
+        out[name] = int(value) if field_kind(hints[name]) is int else value
+    return out
+
+
+def page_terms(message: str) -> str:
+    """A text's command-line flags as the page names its settings: a weight-schedule flag
+    by its setting's name (``--lambda-s`` -> ``lambda_s``), any other in words
+    (``--learning-rate`` -> ``learning rate``)."""
+    for f in dataclasses.fields(DynamicWeightSchedule):
+        message = re.sub(re.escape(flag_of(f)) + r"\b", f.name, message)
+    return re.sub(r"--([a-z0-9-]+)", lambda m: m.group(1).replace("-", " "), message)
 
 
 class TrainingStoppedByUser(UserError):
@@ -204,18 +264,19 @@ class AppSession:
         self,
         subject: str,
         prompt: str,
-        lambda_s: float = LAMBDA_S,
-        lambda_l: float = LAMBDA_L,
-        k: int = K,
+        *weights: float,
         seed: int = 0,
         steps: int | None = None,
         guidance: float | None = None,
         side_by_side: bool = False,
         on_step: Callable[[int, int], None] | None = None,
+        **schedule: Any,
     ) -> Generated:
+        """Videos of ``prompt`` (one a line) with ``subject``, under Dynamic Weighted Video
+        Sampling with ``weights`` (lambda_s, lambda_l, k in that order) and ``schedule``
+        (any of its settings by name); left out, a setting is the paper's. ``side_by_side``
+        adds the base model and the module at constant weight 1.0, same seed."""
         from ..io.video import write_video
-        from ..sampling import DynamicWeightSchedule
-        from ..sampling.samplers import make_sampler
 
         pipe = self.pipeline(subject)
         meta = pipe.subject.metadata
@@ -233,13 +294,7 @@ class AppSession:
                 f"the prompt uses {', '.join(unknown)}, which subject {subject!r} does not "
                 f"know; it is named {known} (e.g. 'a {meta.words[0]} ...')"
             )
-        for name, value, low, high in (
-            ("lambda_s", lambda_s, 0.0, 2.0),
-            ("lambda_l", lambda_l, 0.0, 2.0),
-        ):
-            if not low <= float(value) <= high:
-                raise UserError(f"{name} must be between {low} and {high}, got {value}")
-        dwvs = DynamicWeightSchedule(float(lambda_s), float(lambda_l), int(k))
+        dwvs = DynamicWeightSchedule(*weights, **schedule)
         ways = [("DWVS", dwvs, prompts)]
         if side_by_side:
             base = [pipe.base_prompt(p) for p in prompts]
@@ -253,7 +308,7 @@ class AppSession:
             settings["num_inference_steps"] = int(steps)
         if guidance is not None:
             settings["guidance_scale"] = float(guidance)
-        sampler = make_sampler(pipe.model)  # some take a step more than asked for
+        sampler = pipe.model.make_sampler()  # some take a step more than asked for
         sampler.set_timesteps(int(steps or pipe.model.defaults.num_inference_steps))
         total = len(ways) * len(sampler.timesteps)
         done = 0
@@ -276,9 +331,7 @@ class AppSession:
                         "subject": subject,
                         "way": label,
                         "prompt": text,
-                        "lambda_s": float(lambda_s),
-                        "lambda_l": float(lambda_l),
-                        "k": int(k),
+                        **dwvs.record(),
                         **settings,
                         "weights": out.weights,
                     },
@@ -291,7 +344,7 @@ class AppSession:
     # --- score ---------------------------------------------------------------------------------
     def score(self, video: str | Path, subject: str | None = None) -> dict[str, Any]:
         """The paper's metrics the app has models for (CLIP with ``--clip``, DINO with
-        ``--dino``; motion always) and, on the shapes model, the shapes detectors' reading."""
+        ``--dino``; motion always) and, on a lab model, its detectors' reading."""
         import numpy as np
 
         from ..evaluation.metrics import ClipScorer, DinoScorer, evaluate_video
@@ -323,11 +376,10 @@ class AppSession:
             frames, prompt, references, clip=clip, dino=dino, identifier=identifier
         )
         out = {k: v for k, v in dataclasses.asdict(scores).items() if v is not None}
-        if self.base == "shapes" or settings.get("base") == "shapes":
-            from ..shapes.score import score_clip
-
-            reading = score_clip(frames, prompt, references).as_row()
-            out.update({f"shapes {k}": v for k, v in reading.items()})
+        lab = lab_of(self.base) or lab_of(settings.get("base"))
+        if lab is not None:
+            reading = lab.score_clip(frames, prompt, references).as_row()
+            out.update({f"{lab.name} {k}": v for k, v in reading.items()})
         return {"video": video.name, "prompt": prompt, **out}
 
 

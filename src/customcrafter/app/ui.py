@@ -6,21 +6,23 @@ time; Gradio shows a waiting job its place in the queue.
 
 from __future__ import annotations
 
-import re
 import threading
 import typing
 
 import gradio as gr
 
-from ..config import LAMBDA_L, LAMBDA_S, K, TrainConfig
+from ..config import TrainConfig
 from ..errors import UserError
-from ..shapes.world import SUBJECTS, SUBJECTS_DIR
+from ..models.plugins import bundled_subjects, lab_of
 from ..subject import SUBJECT_FILENAME
 from .jobs import (
     SIDE_BY_SIDE,
     AppSession,
     TrainingStoppedByUser,
     advanced_fields,
+    page_terms,
+    schedule_controls,
+    schedule_settings,
     training_defaults,
 )
 
@@ -59,13 +61,30 @@ def _advanced_inputs(base: str) -> list[gr.components.Component]:
     return inputs
 
 
-def _labels(message: str) -> str:
-    """A message's command-line flags as the page names the settings (``--lambda-s`` ->
-    ``lambda_s``, ``--learning-rate`` -> ``learning rate``)."""
-    named = {"--lambda-s": "lambda_s", "--lambda-l": "lambda_l"}
-    for flag, label in named.items():
-        message = message.replace(flag, label)
-    return re.sub(r"--([a-z0-9-]+)", lambda m: m.group(1).replace("-", " "), message)
+def schedule_inputs(schedule: type | None = None) -> list[gr.components.Component]:
+    """One input per setting of the weight schedule (``jobs.schedule_controls``): the
+    paper's as sliders, the others folded away below them."""
+    controls = schedule_controls() if schedule is None else schedule_controls(schedule)
+    inputs = [_input(c) for c in controls if c.paper]
+    with gr.Accordion("more ways to schedule the module (not in the paper)", open=False):
+        inputs += [_input(c) for c in controls if not c.paper]
+    return inputs
+
+
+def _input(control) -> gr.components.Component:
+    elem_id = control.name.replace("_", "-")
+    if control.kind == "slider":
+        return gr.Slider(
+            control.minimum,
+            control.maximum,
+            control.default,
+            step=control.step,
+            label=control.label,
+            elem_id=elem_id,
+        )
+    if control.kind == "checkbox":
+        return gr.Checkbox(value=control.default, label=control.label, elem_id=elem_id)
+    return gr.Number(value=control.default, label=control.label, elem_id=elem_id)
 
 
 def _number(text: str, kind: type, label: str):
@@ -84,11 +103,13 @@ def _number(text: str, kind: type, label: str):
 def _user_errors(exc: BaseException) -> None:
     """A ``UserError`` becomes the page's error message; anything else is a bug, raised."""
     if isinstance(exc, UserError):
-        raise gr.Error(_labels(str(exc)), duration=None) from None
+        raise gr.Error(page_terms(str(exc)), duration=None) from None
     raise exc
 
 
 def build_app(session: AppSession) -> gr.Blocks:
+    lab = lab_of(session.base)
+    bundled_by_name = bundled_subjects()
     with gr.Blocks(title="CustomCrafter") as demo:
         gr.Markdown(
             "# CustomCrafter\nTeach a video model your subject from a few photos, then make "
@@ -99,9 +120,9 @@ def build_app(session: AppSession) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=3):
                     bundled = gr.Dropdown(
-                        ["", *SUBJECTS],
+                        ["", *bundled_by_name],
                         value="",
-                        label="bundled subject (the shapes world's)",
+                        label="bundled subject (the lab models')",
                         elem_id="bundled",
                     )
                     photos = gr.File(
@@ -125,9 +146,7 @@ def build_app(session: AppSession) -> gr.Blocks:
                     )
                     with gr.Accordion(
                         "advanced: the rest of the training settings"
-                        + (
-                            " (the shapes recipe)" if session.base == "shapes" else " (the paper's)"
-                        ),
+                        + (f" (the {lab.name} recipe)" if lab is not None else " (the paper's)"),
                         open=False,
                         elem_id="advanced",
                     ):
@@ -160,19 +179,7 @@ def build_app(session: AppSession) -> gr.Blocks:
                         lines=2,
                         elem_id="prompt",
                     )
-                    lambda_s = gr.Slider(
-                        0, 1.5, LAMBDA_S, step=0.05,
-                        label=f"lambda_s: module weight while motion is laid out (paper {LAMBDA_S})",
-                        elem_id="lambda-s",
-                    )  # fmt: skip
-                    lambda_l = gr.Slider(
-                        0, 1.5, LAMBDA_L, step=0.05,
-                        label=f"lambda_l: module weight while appearance is repaired (paper {LAMBDA_L})",
-                        elem_id="lambda-l",
-                    )  # fmt: skip
-                    k = gr.Slider(
-                        0, 100, K, step=1, label=f"k: steps at lambda_s (paper {K})", elem_id="k"
-                    )
+                    weights = schedule_inputs()
                     with gr.Row():
                         seed = gr.Number(0, label="seed", precision=0, elem_id="seed")
                         steps = gr.Textbox(
@@ -213,7 +220,7 @@ def build_app(session: AppSession) -> gr.Blocks:
             gr.Markdown(
                 "The paper's metrics for a generated video against its subject's photos "
                 "(CLIP-T, CLIP-I with `--clip`, DINO-I with `--dino`; motion always), and on "
-                "the shapes model what the shapes world's detectors read."
+                "a lab model (the shapes model) what its world's detectors read."
             )
             scored = gr.Dropdown(
                 [p.name for p in session.workspace.videos()],
@@ -227,8 +234,9 @@ def build_app(session: AppSession) -> gr.Blocks:
         def pick_bundled(choice):
             if not choice:
                 return gr.update(), gr.update(), gr.update(), gr.update(), gr.update()
-            files = sorted(str(p) for p in (SUBJECTS_DIR / choice).iterdir() if p.suffix == ".png")
-            word = SUBJECTS[choice].class_word
+            chosen = bundled_by_name[choice]
+            files = sorted(str(p) for p in chosen.folder.iterdir() if p.suffix == ".png")
+            word = chosen.class_word
             return files, choice, word, f"a <new1> {word}", f"a {word}"
 
         bundled.change(
@@ -290,17 +298,18 @@ def build_app(session: AppSession) -> gr.Blocks:
         )
         stop_button.click(session.stop, None, None, queue=False)
 
-        def generate(
-            subject, prompt, ls, ll, k, seed, steps, guidance, both, progress=gr.Progress()
-        ):
+        settings = [c.name for c in schedule_controls()]  # in the order of `weights`
+
+        def generate(subject, prompt, seed, steps, guidance, both, *values, progress=gr.Progress()):
             def on_step(i, total):
                 progress((i, total), desc="sampling")
 
+            schedule = schedule_settings(dict(zip(settings, values, strict=True)))
             try:
                 out = session.generate(
-                    subject, prompt, ls, ll, int(k), int(seed or 0),
-                    _number(steps, int, "steps"), _number(guidance, float, "guidance"),
-                    both, on_step,
+                    subject, prompt, seed=int(seed or 0), steps=_number(steps, int, "steps"),
+                    guidance=_number(guidance, float, "guidance"), side_by_side=both,
+                    on_step=on_step, **schedule,
                 )  # fmt: skip
             except BaseException as exc:  # noqa: BLE001
                 _user_errors(exc)
@@ -312,12 +321,12 @@ def build_app(session: AppSession) -> gr.Blocks:
             files = [str(p) for _, _, mp4, gif in out.videos for p in (mp4, gif)]
             files.append(str(session.workspace.subject_dir(subject) / SUBJECT_FILENAME))
             made_here = session.workspace.videos()
-            names = gr.update(choices=[p.name for p in made_here])
-            return (*updates, str(out.curve), files, [str(p) for p in made_here], names)
+            scorable = gr.update(choices=[p.name for p in made_here])
+            return (*updates, str(out.curve), files, [str(p) for p in made_here], scorable)
 
         generate_button.click(
             generate,
-            [subject, prompt, lambda_s, lambda_l, k, seed, steps, guidance, side_by_side],
+            [subject, prompt, seed, steps, guidance, side_by_side, *weights],
             [*videos, curve, downloads, gallery, scored],
             concurrency_id=DEVICE,
             concurrency_limit=1,

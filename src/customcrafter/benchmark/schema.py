@@ -3,6 +3,7 @@ with the nearest known one, and one line per problem naming the key."""
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +20,11 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
-    model_validator,
 )
 
-from ..config import LAMBDA_L, LAMBDA_S, SAMPLER_FIELDS, K, SampleConfig
+from ..config import SAMPLER_FIELDS, SampleConfig
 from ..errors import UserError
+from ..sampling.dwvs import BandSchedule, DynamicWeightSchedule
 from .overrides import suggest
 from .scoring import METRIC_KEYS
 
@@ -40,6 +41,27 @@ def _one_or_many(value):
 
 
 OneOrMany = BeforeValidator(_one_or_many)
+
+
+def settings_section(cls: type, only: tuple[str, ...] | None = None, **extra) -> type[BaseModel]:
+    """A spec section made from the settings dataclass ``cls`` (its fields named in ``only``,
+    by default all): their types, their defaults (a field without one is required) and their
+    declared bounds; ``extra``: more fields, as pydantic's ``create_model`` takes them."""
+    hints = typing.get_type_hints(cls)
+    section = {}
+    for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
+        bounds = {"ge": f.metadata.get("minimum"), "le": f.metadata.get("maximum")}
+        default = ... if f.default is dataclasses.MISSING else f.default
+        section[f.name] = (hints[f.name], Field(default, description=f.metadata["help"], **bounds))
+    return create_model(f"{cls.__name__}Settings", __base__=_Section, **section, **extra)
+
+
+#: ``generation:``, the sampler settings of SampleConfig plus the saved videos' frame rate
+Generation = settings_section(
+    SampleConfig, SAMPLER_FIELDS, save_fps=(int | None, Field(None, ge=1))
+)
 
 
 class Motion(_Section):
@@ -73,16 +95,6 @@ class Metrics(_Section):
         if not isinstance(value, Mapping):
             raise ValueError(f"metrics.motion must be true, false or a mapping, got {value!r}")
         return value
-
-
-_hints = typing.get_type_hints(SampleConfig)
-#: ``generation:``, the sampler settings of SampleConfig plus the saved videos' frame rate
-Generation = create_model(
-    "Generation",
-    __base__=_Section,
-    **{name: (_hints[name], None) for name in SAMPLER_FIELDS},
-    save_fps=(int | None, None),
-)
 
 
 class Subject(_Section):
@@ -146,46 +158,15 @@ class SpecFile(_Section):
             raise ValueError(f"seeds has duplicates: {seeds}")
         return seeds
 
-    @field_validator("generation")
-    @classmethod
-    def _positive(cls, generation):
-        for key in ("num_inference_steps", "num_frames", "height", "width", "fps", "save_fps"):
-            value = getattr(generation, key)
-            if value is not None and value < 1:
-                raise ValueError(f"generation.{key} must be at least 1, got {value}")
-        return generation
-
 
 TOP_KEYS = (*SpecFile.model_fields, "variables")
 
 
-class DwvsSettings(_Section):
-    """``schedule: {dwvs: {...}}``; left out, a setting is the paper's."""
-
-    lambda_s: float = LAMBDA_S
-    lambda_l: float = LAMBDA_L
-    k: int = Field(default=K, ge=0)
-    #: switch by noise level instead of after k steps
-    switch_sigma: float | None = Field(default=None, ge=0)
-    #: not in the paper: the class word in place of the token until the switch
-    delay_token: bool = False
-    #: not in the paper: the module in the prompt's branch of guidance only
-    cond_only: bool = False
-
-
-class BandSettings(_Section):
-    """``schedule: {band: {start, stop, weight}}``: the whole module in steps
-    ``[start, stop)`` only (a probe of where it acts, not in the paper)."""
-
-    start: int = Field(ge=0)
-    stop: int = Field(gt=0)
-    weight: float = 1.0
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.start >= self.stop:
-            raise ValueError(f"start ({self.start}) must be below stop ({self.stop})")
-        return self
+#: ``schedule: {dwvs: {...}}``; left out, a setting is the paper's
+DwvsSettings = settings_section(DynamicWeightSchedule)
+#: ``schedule: {band: {start, stop, weight}}``: the whole module in steps ``[start, stop)``
+#: only (a probe of where it acts, not in the paper)
+BandSettings = settings_section(BandSchedule)
 
 
 def read_spec_file(path: Path) -> dict:

@@ -82,30 +82,44 @@ class Scorers:
 
 def score_group(group: str, frames: np.ndarray, job, subject, scorers: Scorers) -> dict:
     """The values of ``group`` for one video ``frames`` (uint8 ``[f, h, w, 3]``)."""
-    if group == "clip":
-        result = evaluate_video(
-            frames, job.prompt, scorers.references(subject), clip=scorers.clip, motion=False
-        )
-        return {"clip_t": result.clip_t, "clip_i": result.clip_i, "t_cons": result.t_cons}
-    if group == "dino":
-        result = evaluate_video(
-            frames, None, scorers.references(subject), dino=scorers.dino, motion=False
-        )
-        return {"dino_i": result.dino_i}
-    if group == "motion":
-        motion = scorers.spec.metrics.motion
-        result = evaluate_video(
-            frames,
-            None,
-            None,
-            fps=motion.fps,
-            flow=motion.flow,
-            base_threshold=motion.base_threshold,
-            device=scorers.device,
-        )
-        dynamic = None if result.dynamic is None else float(result.dynamic)
-        return {"dynamic_degree": dynamic, "flow_magnitude": result.flow_magnitude}
-    if group == "shapes":
-        references = [np.asarray(image) for image in scorers.references(subject)]
-        return shapes_score.score_clip(frames, job.prompt, references).metrics()
-    raise ValueError(f"unknown metric group {group!r}")
+    if group not in _GROUPS:
+        raise ValueError(f"unknown metric group {group!r}")
+    return _GROUPS[group](frames, job, subject, scorers)
+
+
+def _clip(frames, job, subject, scorers: Scorers) -> dict:
+    result = evaluate_video(
+        frames, job.prompt, scorers.references(subject), clip=scorers.clip, motion=False
+    )
+    return {"clip_t": result.clip_t, "clip_i": result.clip_i, "t_cons": result.t_cons}
+
+
+def _dino(frames, job, subject, scorers: Scorers) -> dict:
+    result = evaluate_video(
+        frames, None, scorers.references(subject), dino=scorers.dino, motion=False
+    )
+    return {"dino_i": result.dino_i}
+
+
+def _motion(frames, job, subject, scorers: Scorers) -> dict:
+    motion = scorers.spec.metrics.motion
+    result = evaluate_video(
+        frames,
+        None,
+        None,
+        fps=motion.fps,
+        flow=motion.flow,
+        base_threshold=motion.base_threshold,
+        device=scorers.device,
+    )
+    dynamic = None if result.dynamic is None else float(result.dynamic)
+    return {"dynamic_degree": dynamic, "flow_magnitude": result.flow_magnitude}
+
+
+def _shapes(frames, job, subject, scorers: Scorers) -> dict:
+    references = [np.asarray(image) for image in scorers.references(subject)]
+    return shapes_score.score_clip(frames, job.prompt, references).metrics()
+
+
+#: how each metric group scores one video
+_GROUPS = {"clip": _clip, "dino": _dino, "motion": _motion, "shapes": _shapes}

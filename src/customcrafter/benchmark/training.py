@@ -8,9 +8,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..config import TrainConfig, config_to_dict, merge_config
 from ..errors import UserError
+from ..models.plugins import named_bases
 from ..prompts import find_tokens
-from ..shapes.customize import subject_train_config
-from ..shapes.world import SUBJECTS as SHAPES_SUBJECTS
 
 if TYPE_CHECKING:
     from .spec import BenchmarkSpec, MethodSpec, SubjectSpec
@@ -27,8 +26,12 @@ RUNNER_TRAIN_FIELDS = (
 )
 #: TrainConfig fields that name places rather than settings: not compared between runs
 PLACE_TRAIN_FIELDS = (*RUNNER_TRAIN_FIELDS, "base_config", "class_data_dir", "vae_chunk_size")
-#: subject-training presets a method's ``train: {preset: ...}`` may start from
-PRESETS = ("shapes",)
+
+
+def presets() -> dict:
+    """The subject-training presets a method's ``train: {preset: NAME}`` may start from:
+    the recipe of each lab model, by its name (``shapes``)."""
+    return {name: base.lab for name, base in named_bases().items() if base.lab is not None}
 
 
 def train_config(spec: BenchmarkSpec, method: MethodSpec, subject: SubjectSpec) -> TrainConfig:
@@ -57,7 +60,8 @@ def train_config(spec: BenchmarkSpec, method: MethodSpec, subject: SubjectSpec) 
             "instance_prompt": DEFAULT_INSTANCE_PROMPT.format(**fill),
             "class_prompt": DEFAULT_CLASS_PROMPT.format(**fill),
         }
-    elif preset == "shapes":
+    elif preset in presets():
+        lab = presets()[preset]
         steps = overrides.get("max_train_steps", 300)
         try:
             steps = TypeAdapter(int).validate_python(steps)
@@ -65,14 +69,15 @@ def train_config(spec: BenchmarkSpec, method: MethodSpec, subject: SubjectSpec) 
             pass
         if not isinstance(steps, int) or steps < 1:
             raise UserError(f"{where}.max_train_steps must be a positive integer, got {steps!r}")
-        bundled = subject.name if subject.name in SHAPES_SUBJECTS else next(iter(SHAPES_SUBJECTS))
+        bundled = subject.name if subject.name in lab.subjects else next(iter(lab.subjects))
         values = config_to_dict(
-            subject_train_config(bundled, out, steps, overrides.get("lora_targets", "spatial-qkv"))
+            lab.recipe(bundled, out, steps, overrides.get("lora_targets", "spatial-qkv"))
         )
         values["instance_prompt"] = f"a {subject.token} {subject.class_word}"
         values["class_prompt"] = f"a {subject.class_word}"
     else:
-        raise UserError(f"{where}.preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        known = ", ".join(presets())
+        raise UserError(f"{where}.preset: unknown preset {preset!r}; known: {known}")
     values.update(
         base=method.base,
         base_config=spec.base_config,

@@ -32,13 +32,14 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from ..models.videocrafter2 import convert_videocrafter2, load_openclip_tokenizer
+    from ..models.registry import convert_checkpoint
 
-    out = convert_videocrafter2(
+    out = convert_checkpoint(
+        args.kind,
         args.checkpoint,
         args.out_dir,
         config=args.config,
-        tokenizer=load_openclip_tokenizer(args.tokenizer),
+        tokenizer=args.tokenizer,
         dtype=getattr(torch, args.dtype) if args.dtype else None,
         overwrite=args.overwrite,
     )

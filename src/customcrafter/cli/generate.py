@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
-from ..config import DTYPES, SampleConfig, TrainConfig, default_device, default_dtype, help_of
+from ..config import (
+    DTYPES,
+    SampleConfig,
+    TrainConfig,
+    check_value,
+    default_device,
+    default_dtype,
+    field_named,
+    flag_of,
+    help_of,
+)
 from ..errors import UserError
+from ..sampling.dwvs import CONSTANT_WEIGHT_HELP, DynamicWeightSchedule
 from .args import add_config_arguments, config_values
 
 
@@ -27,6 +39,8 @@ def add_parser(subparsers) -> None:
         "--base", help="base model (default: the one the subject module was trained on)"
     )
     parser.add_argument("--base-config", help=help_of(TrainConfig, "base_config"))
+    add_config_arguments(parser, DynamicWeightSchedule)
+    parser.add_argument("--constant-weight", type=float, help=CONSTANT_WEIGHT_HELP)
     add_config_arguments(parser, SampleConfig)
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, help="default: float16 on cuda, else float32")
@@ -53,7 +67,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..io.files import check_writable
     from ..io.video import check_output_path, write_video
-    from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
+    from ..sampling import CustomCrafterPipeline
 
     out = check_output_path(args.out, args.overwrite)
     gif = out.with_suffix(".gif") if args.gif and out.suffix == ".mp4" else None
@@ -70,11 +84,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--no-subject needs --base")
     sample = SampleConfig(**config_values(args, SampleConfig))
     sample.validate()
-    schedule = (
-        DynamicWeightSchedule.off()
-        if args.no_subject
-        else DynamicWeightSchedule.from_config(sample)
-    )
+    schedule = _schedule(args)
     if sample.num_inference_steps is not None:
         schedule.check_steps(sample.num_inference_steps)
     device = default_device(args.device)
@@ -100,3 +110,17 @@ def run(args: argparse.Namespace) -> None:
     if gif is not None:
         write_video(gif, result.videos[0], result.fps)
         print(f"wrote {gif}")
+
+
+def _schedule(args: argparse.Namespace) -> DynamicWeightSchedule:
+    """The weight schedule the flags ask for, its numbers checked under their flags' names."""
+    if args.no_subject:
+        return DynamicWeightSchedule.off()
+    if args.constant_weight is not None:
+        weight = field_named(DynamicWeightSchedule, "lambda_l")
+        check_value(weight, args.constant_weight, "--constant-weight")
+        return DynamicWeightSchedule.constant(args.constant_weight, cond_only=args.cond_only)
+    values = config_values(args, DynamicWeightSchedule)
+    for f in fields(DynamicWeightSchedule):
+        check_value(f, values.get(f.name), flag_of(f))
+    return DynamicWeightSchedule(**values)

@@ -61,8 +61,9 @@ def add_parser(subparsers) -> None:
         "--scorer",
         choices=["auto", "detectors", "flow"],
         default="auto",
-        help="detectors: the shapes world's; flow: label-free optical flow and mean frame "
-        "against the pure-A and pure-B runs (default: detectors on shapes, else flow)",
+        help="detectors: a lab model's (the shapes world's); flow: label-free optical flow and "
+        "mean frame against the pure-A and pure-B runs (default: detectors on a lab model, "
+        "else flow)",
     )
     _common(c, samples=8)
     c.set_defaults(run=run_commitment)
@@ -165,17 +166,17 @@ def run_bands(args: argparse.Namespace) -> None:
     from ..io.images import list_images, load_image
     from ..probe import bands
     from ..probe.plot import plot_bands
-    from ..shapes.customize import moving_prompts
 
     out = check_writable(args.output_dir, "--output-dir")
     pipe = _pipeline(args, args.base, args.subject)
     meta = pipe.subject.metadata
     prompts = args.prompt
     if not prompts:
-        if pipe.model.name != "shapes":
+        lab = pipe.model.lab  # a lab model knows how its subjects move
+        if lab is None:
             raise UserError("give --prompt (with the subject's token) at least once")
         token = meta.words[0]
-        prompts = moving_prompts(meta.initializer_words.get(token, "object"), token)
+        prompts = lab.moving_prompts(meta.initializer_words.get(token, "object"), token)
     folder = args.references or meta.training.get("instance_data_dir")
     references = None
     if folder and Path(folder).is_dir():

@@ -2,9 +2,9 @@
 
 A backend owns the frozen pieces (UNet, VAE, text encoder and tokenizer, noise schedule) and
 knows the few things that differ between model families: how text becomes a context, how a
-video becomes latents and how noise is added during training. The subject module, the
-training loop and the pipeline talk to nothing else; the pipeline picks the sampler that
-fits the model's noise schedule (``sampling/samplers.py``).
+video becomes latents, how noise is added during training and which sampler undoes it
+(``make_sampler``). The subject module, the training loop and the pipeline talk to nothing
+else: everything a backend does differently is a method or attribute here.
 """
 
 from __future__ import annotations
@@ -13,13 +13,31 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import UserError
+
+
+class LoraNaming(Protocol):
+    """How other tools (ComfyUI, diffusers' pipelines) name a model family's layers in
+    their LoRA files: what ``customcrafter export`` writes."""
+
+    #: the family's name, for messages ("Wan")
+    family: str
+    #: the file formats it writes
+    formats: tuple[str, ...]
+    #: ``--expert`` -> the prefix of that expert's layers in subject files
+    experts: dict[str, str]
+
+    def owns(self, target: str) -> bool:
+        """Whether the layer ``target`` (named within its expert) has a name here."""
+
+    def tensors(self, target: str, a, b, rank: int, format: str) -> dict[str, torch.Tensor]:
+        """The file entries of one layer's LoRA (its scale folded into ``b``)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +60,10 @@ class BaseVideoModel(ABC):
     """A frozen text-to-video latent diffusion model.
 
     Tensor conventions: videos are ``[b, 3, f, h, w]`` in ``[-1, 1]``; latents are
-    ``[b, c, f, h / s, w / s]`` already multiplied by the VAE scale factor; contexts are
-    ``[b, L, d]``; timesteps are integer tensors ``[b]``.
+    ``[b, c, f, h / s, w / s]`` already normalised as the denoiser expects them (the VAE's
+    scale factor, or Wan's per-channel mean and std); contexts are ``[b, L, d]``; timesteps
+    are ``[b]``, integers for the DDPM-trained models and floats in ``[0, 1000]`` for the
+    flow-matching ones (``1000 sigma``), in the dtype the model's sampler gives them.
     """
 
     #: identifier recorded in subject module files (hub id, folder, or ``tiny``)
@@ -53,16 +73,11 @@ class BaseVideoModel(ABC):
     text_encoder: nn.Module
     tokenizer: Any
     defaults: ModelDefaults
-    #: the forward process the model was trained with (``VC2NoiseSchedule`` or a diffusers
-    #: ``DDPMScheduler``); ``customcrafter.sampling.samplers.make_sampler`` picks the sampler
-    noise_schedule: Any
-    #: diffusers scheduler config the sampler is built from (diffusers models only)
+    #: diffusers scheduler config the sampler is built from (the diffusers backends)
     scheduler_config: dict | None = None
     #: regex matching the module path of every *spatial* transformer block; the subject
     #: module's targets are the attention layers (attn1 / attn2) inside these blocks
     spatial_block_pattern: str = ""
-    #: trained with flow matching (velocity target, float timesteps, no DDPM betas)
-    flow_matching: bool = False
     #: classifier-free guidance runs the negative and the prompt in one batched call
     #: (``False``: two calls, as ``WanPipeline`` does, half the activation memory)
     batch_guidance: bool = True
@@ -75,6 +90,12 @@ class BaseVideoModel(ABC):
     #: frames of a static training clip when ``TrainConfig.train_frames`` is not given
     #: (the authors' code: 4)
     train_frames: int = 4
+    #: what a lab model offers beyond the interface (its world's scorer, bundled subjects,
+    #: training recipe: ``models.plugins.Lab``); ``None`` for the other models
+    lab: Any = None
+    #: how the subject module's layers are named in other tools' LoRA files (``LoraNaming``);
+    #: ``None``: this family does not export
+    lora_naming: LoraNaming | None = None
 
     def __init__(
         self,
@@ -147,35 +168,35 @@ class BaseVideoModel(ABC):
     ) -> torch.Tensor:
         """Sampled, scaled latents ``[b, c, f, h/s, w/s]`` of ``video`` ``[b, 3, f, h, w]``,
         encoded frame by frame (in chunks of ``vae_chunk_size``) by a 2D diffusers VAE."""
-        b, _, f, h, w = video.shape
-        frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, 3, h, w)
-        frames = frames.to(device=self.device, dtype=self.vae.dtype)
         chunks = []
-        for chunk in frames.split(self.vae_chunk_size):
-            dist = self.vae.encode(chunk).latent_dist
+        for dist in self._encoded_chunks(video):  # one draw per chunk, in order
             noise = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
             chunks.append(dist.mean + dist.std * noise.to(dist.mean.device))
-        latents = torch.cat(chunks) * self.vae.config.scaling_factor
-        return latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+        return self._as_video(chunks, video.shape[0])
 
     def latent_distribution(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, std)`` of the scaled latents of ``video``: ``encode_video`` draws
         ``mean + std * noise`` (what a training cache keeps, to draw anew each step)."""
+        dists = list(self._encoded_chunks(video))
+        b = video.shape[0]
+        return (
+            self._as_video([d.mean for d in dists], b),
+            self._as_video([d.std for d in dists], b),
+        )
+
+    def _encoded_chunks(self, video: torch.Tensor):
+        """The VAE's latent distribution of each chunk of ``vae_chunk_size`` frames of
+        ``video`` ``[b, 3, f, h, w]``, frames of all videos in a row."""
         b, _, f, h, w = video.shape
         frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, 3, h, w)
         frames = frames.to(device=self.device, dtype=self.vae.dtype)
-        means, stds = [], []
         for chunk in frames.split(self.vae_chunk_size):
-            dist = self.vae.encode(chunk).latent_dist
-            means.append(dist.mean)
-            stds.append(dist.std)
-        scale = self.vae.config.scaling_factor
+            yield self.vae.encode(chunk).latent_dist
 
-        def shaped(parts):
-            x = torch.cat(parts) * scale
-            return x.reshape(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-
-        return shaped(means), shaped(stds)
+    def _as_video(self, chunks: list[torch.Tensor], batch: int) -> torch.Tensor:
+        """Per-frame latents of chunks in a row, scaled, as ``[b, c, f, h/s, w/s]``."""
+        x = torch.cat(chunks) * self.vae.config.scaling_factor
+        return x.reshape(batch, -1, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         """Video ``[b, 3, f, h, w]`` in ``[-1, 1]`` from scaled latents, frame by frame."""
@@ -200,6 +221,13 @@ class BaseVideoModel(ABC):
         """One UNet call: the raw model output (eps or v, see ``prediction_type``)."""
 
     # --- noise schedule ------------------------------------------------------------------
+    def make_sampler(self):
+        """A fresh sampler for this model (``models.samplers.Sampler``): by default diffusers'
+        DDIM from the model's scheduler config."""
+        from .samplers import DDIMSampler
+
+        return DDIMSampler(self.scheduler_config)
+
     @property
     @abstractmethod
     def num_train_timesteps(self) -> int: ...

@@ -7,16 +7,18 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from .base import BaseVideoModel
+from .base import BaseVideoModel, LoraNaming
 from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
-from .videocrafter2 import VideoCrafter2Model, is_converted
+from .plugins import named_base, named_bases
+from .videocrafter2 import (
+    VideoCrafter2Model,
+    convert_videocrafter2,
+    is_converted,
+    load_openclip_tokenizer,
+)
 from .wan import WanModel, build_tiny_wan, is_wan_folder
 
-#: the shapes model this project trains, shipped as a converted folder in the package
-SHAPES_WEIGHTS = Path(__file__).resolve().parent.parent / "shapes" / "weights"
-
-BASE_MODEL_HELP = (
-    "'shapes' (the small model trained on the shapes world that ships with CustomCrafter), "
+_BUILT_IN_HELP = (
     "'tiny' (a randomly initialised test model whose output is noise), "
     "a diffusers text-to-video folder or hub id such as 'damo-vilab/text-to-video-ms-1.7b' "
     "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
@@ -26,6 +28,12 @@ BASE_MODEL_HELP = (
     "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
     "or a folder written by 'customcrafter convert videocrafter2'"
 )
+
+
+def base_model_help() -> str:
+    """What ``--base`` takes: the named bases the installed packages add, then the rest."""
+    named = [f"'{name}' ({base.help})" for name, base in named_bases().items()]
+    return ", ".join([*named, _BUILT_IN_HELP])
 
 
 def load_base_model(
@@ -41,18 +49,19 @@ def load_base_model(
     its architecture is read off the tensors); ``vae_chunk_size`` the frames per VAE call.
     """
     if not spec:
-        raise UserError(f"no base model given; use one of: {BASE_MODEL_HELP}")
+        raise UserError(f"no base model given; use one of: {base_model_help()}")
     if config and not spec.startswith("videocrafter2:"):
         raise UserError("a base config applies only to 'videocrafter2:' checkpoints")
-    if spec == "tiny":
-        model: BaseVideoModel = build_tiny_t2v()
+    named = named_base(spec)
+    if named is not None:
+        model: BaseVideoModel = named.load()
+        model.name, model.lab = spec, named.lab
+    elif spec == "tiny":
+        model = build_tiny_t2v()
     elif spec in ("tiny-wan", "tiny-wan-a14b"):
         model = build_tiny_wan(two_experts=spec == "tiny-wan-a14b")
     elif spec.startswith("wan:") or _names_wan(spec):
         model = WanModel.from_pretrained(spec.removeprefix("wan:"), torch_dtype=dtype)
-    elif spec == "shapes":
-        model = VideoCrafter2Model.from_converted(SHAPES_WEIGHTS)
-        model.name = "shapes"
     elif spec.startswith("videocrafter2:"):
         checkpoint = spec.removeprefix("videocrafter2:")
         if is_converted(checkpoint):
@@ -67,7 +76,7 @@ def load_base_model(
         )
     else:
         kind = spec.split(":", 1)[0]
-        raise UserError(f"unknown base model kind {kind!r}; use one of: {BASE_MODEL_HELP}")
+        raise UserError(f"unknown base model kind {kind!r}; use one of: {base_model_help()}")
     if vae_chunk_size is not None:
         if vae_chunk_size < 1:
             raise UserError(f"the VAE chunk size must be at least 1, got {vae_chunk_size}")
@@ -75,6 +84,38 @@ def load_base_model(
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def convert_checkpoint(
+    kind: str,
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    config: str | Path | None = None,
+    tokenizer: str | None = None,
+    dtype: torch.dtype | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Convert an original checkpoint of the model ``kind`` (``videocrafter2``) into a folder
+    that loads fast as ``--base OUT_DIR``; ``tokenizer``: the CLIP tokenizer to bundle."""
+    if kind != "videocrafter2":
+        raise UserError(f"there is no converter for {kind!r}; convert videocrafter2 checkpoints")
+    return convert_videocrafter2(
+        checkpoint,
+        out_dir,
+        config=config,
+        tokenizer=load_openclip_tokenizer(tokenizer),
+        dtype=dtype,
+        overwrite=overwrite,
+    )
+
+
+#: every backend, for what is asked of a family rather than of a loaded model
+BACKENDS = (VideoCrafter2Model, DiffusersT2VModel, WanModel)
+
+
+def lora_namings() -> list[LoraNaming]:
+    """How each family that exports names its layers in other tools' LoRA files."""
+    return [backend.lora_naming for backend in BACKENDS if backend.lora_naming is not None]
 
 
 def _names_wan(spec: str) -> bool:

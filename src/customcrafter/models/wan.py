@@ -27,6 +27,8 @@ from torch import nn
 
 from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults
+from .samplers import FlowMatchingSampler
+from .wan_lora import LOW_NOISE_PREFIX, WanLoraNaming
 
 #: one transformer block per spatial-block slot: every Wan block holds attn1 and attn2
 WAN_BLOCK_PATTERN = r"blocks\.\d+"
@@ -61,10 +63,6 @@ _WAN22_A14B = dataclasses.replace(
 )
 
 
-#: the prefix of Wan 2.2 A14B's low-noise expert's (``transformer_2``) layers in subject files
-LOW_NOISE_PREFIX = "transformer_2."
-
-
 def is_wan_folder(path: str | Path) -> bool:
     """Whether ``path`` is a diffusers folder whose pipeline is a Wan pipeline."""
     index = Path(path) / "model_index.json"
@@ -90,13 +88,13 @@ class WanModel(BaseVideoModel):
     """A Wan text-to-video model behind the base-model interface."""
 
     spatial_block_pattern = WAN_BLOCK_PATTERN
-    flow_matching = True
     batch_guidance = False  # as WanPipeline: two calls, half the activations
     cache_training_inputs = True  # UMT5-XXL alone is 11 GB in bf16
     # a photo as one latent frame, as Wan was trained on images: the lab study's 1-frame
     # clips kept more motion than static ones (docs/results/lab.md; README, Wan)
     train_frames = 1
     has_start_token = False  # UMT5 has none
+    lora_naming = WanLoraNaming()
 
     def __init__(
         self,
@@ -115,7 +113,6 @@ class WanModel(BaseVideoModel):
         if (transformer_2 is None) != (boundary_ratio is None):
             raise UserError("a two-expert Wan model needs both transformer_2 and boundary_ratio")
         self.scheduler_config = dict(scheduler_config)
-        self.noise_schedule = None
         self.transformer_2 = transformer_2
         self.boundary_ratio = boundary_ratio
         self.expand_timesteps = bool(expand_timesteps)
@@ -193,6 +190,10 @@ class WanModel(BaseVideoModel):
         if scheduler_class is None:
             raise UserError(f"diffusers has no scheduler {name!r} (from the model's config)")
         return scheduler_class.from_config(self.scheduler_config)
+
+    def make_sampler(self) -> FlowMatchingSampler:
+        """The model's own flow-matching scheduler (deterministic: ``eta`` 0)."""
+        return FlowMatchingSampler(self.make_scheduler())
 
     @property
     def flow_shift(self) -> float:

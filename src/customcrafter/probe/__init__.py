@@ -3,8 +3,9 @@ video (:func:`commitment`), in which steps the subject module does its harm and 
 (:func:`bands`), and the identity-motion frontier of sampling methods
 (:func:`frontier_videos`, :func:`summarise`)."""
 
+from ..models.plugins import PromptPair
 from .bands import BandResult, bands
-from .commitment import Commitment, PromptPair, commitment, generic_pairs, shapes_pairs
+from .commitment import Commitment, commitment, generic_pairs
 from .frontier import Method, choose, frontier_videos, summarise
 
 __all__ = [
@@ -17,6 +18,5 @@ __all__ = [
     "commitment",
     "frontier_videos",
     "generic_pairs",
-    "shapes_pairs",
     "summarise",
 ]

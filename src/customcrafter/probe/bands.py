@@ -19,8 +19,7 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..io.video import to_uint8_frames
 from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
-from ..sampling.dwvs import BandSchedule
-from ..sampling.pipeline import Schedule
+from ..sampling.dwvs import BandSchedule, WeightSchedule
 from .commitment import sampler_steps
 from .scoring import flow_field, wilson
 
@@ -61,9 +60,9 @@ class BandResult:
 
     def table(self) -> str:
         """A Markdown table of the rows."""
-        shapes = any(r.motion_ok is not None for r in self.rows)
+        judged = any(r.motion_ok is not None for r in self.rows)  # by a lab's detectors
         head = ["way of sampling", "videos", "subject similarity"]
-        head += ["motion ok (95% CI)", "px/frame"] if shapes else []
+        head += ["motion ok (95% CI)", "px/frame"] if judged else []
         head += ["flow px/frame", "flow agreement with base"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -72,7 +71,7 @@ class BandResult:
 
         for r in self.rows:
             cells = [r.label, str(r.videos), num(r.similarity)]
-            if shapes:
+            if judged:
                 ok = (
                     "-"
                     if r.motion_ok is None
@@ -112,14 +111,14 @@ def bands(
     seed: int = 0,
     num_inference_steps: int | None = None,
     similarity: Callable[[np.ndarray, Sequence[np.ndarray]], float] | None = None,
-    extra: Mapping[str, Schedule] | None = None,
+    extra: Mapping[str, WeightSchedule] | None = None,
     progress: bool = True,
     **settings,
 ) -> BandResult:
     """Run the band probe for ``pipe``'s subject module on ``prompts`` (each with the
     subject's token), ``samples`` noises each from ``seed``.
 
-    On the shapes model the clips are read with its detectors (motion direction against
+    On a lab model the clips are read with its detectors (motion direction against
     the prompt, palette similarity to ``references``); on any base the optical flow is
     compared with the base model's clip of the same noise. ``similarity(clip, references)``
     replaces the subject similarity (e.g. DINO-I). ``extra`` adds rows: ``{label: schedule}``.
@@ -128,12 +127,12 @@ def bands(
         raise UserError("the band probe needs a subject module (--subject)")
     if not prompts:
         raise UserError("the band probe needs prompts with the subject's token")
-    shapes = pipe.model.name == "shapes"
-    if similarity is None and shapes and references:
-        from ..shapes.detect import subject_similarity as similarity
+    lab = pipe.model.lab
+    if similarity is None and lab is not None and references:
+        similarity = lab.similarity
     steps = len(sampler_steps(pipe, num_inference_steps))
     texts = [p for p in prompts for _ in range(samples)]
-    ways: list[tuple[str, Schedule, tuple[int, int] | None]] = [
+    ways: list[tuple[str, WeightSchedule, tuple[int, int] | None]] = [
         ("base (class word)", DynamicWeightSchedule.off(), None),
         (f"module at {weight:g}, every step", DynamicWeightSchedule.constant(weight), None),
         ("DWVS (paper)", DynamicWeightSchedule(), None),
@@ -165,10 +164,8 @@ def bands(
             row.similarity = _mean(similarity(c, references) for c in clips)
         row.flow = _mean(float(np.linalg.norm(f, axis=-1).mean()) for f in fields)
         row.flow_agreement = _mean(_cosine(f, b) for f, b in zip(flows, base_flows, strict=True))
-        if shapes:
-            from ..shapes.score import score_clip
-
-            scores = [score_clip(c, t) for c, t in zip(clips, texts, strict=True)]
+        if lab is not None:
+            scores = [lab.score_clip(c, t) for c, t in zip(clips, texts, strict=True)]
             judged = [s.motion_ok for s in scores if s.motion_ok is not None]
             if judged:
                 row.motion_ok = sum(judged) / len(judged)

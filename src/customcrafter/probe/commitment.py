@@ -20,57 +20,9 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..io.video import to_uint8_frames
+from ..models.plugins import PromptPair
 from ..sampling import CustomCrafterPipeline
-from ..sampling.samplers import make_sampler, noise_levels
 from .scoring import MOTION, make_scorer, wilson
-
-
-@dataclass(frozen=True)
-class PromptPair:
-    """Two prompts that differ in ``attribute`` only: ``first`` for the first steps, then
-    ``then``."""
-
-    attribute: str
-    first: str
-    then: str
-
-
-def shapes_pairs() -> list[PromptPair]:
-    """Pairs in the shapes world's caption grammar: opposite directions (motion), and as the
-    contrast the object's color and the background, each over varied other words."""
-    from ..shapes.world import caption
-
-    pairs = []
-    motions = [("left", "right"), ("right", "left"), ("up", "down"), ("down", "up")]
-    others = [("red", "square", "gray"), ("blue", "circle", "black"),
-              ("green", "triangle", "white"), ("yellow", "star", "purple")]  # fmt: skip
-    for (a, b), (color, shape, background) in zip(motions, others, strict=True):
-        pairs.append(
-            PromptPair(
-                MOTION,
-                caption(color, shape, f"moving {a}", background),
-                caption(color, shape, f"moving {b}", background),
-            )
-        )
-    colors = [("red", "blue"), ("blue", "red"), ("green", "yellow"), ("yellow", "green")]
-    for (a, b), (_, shape, background), (m, _) in zip(colors, others, motions, strict=True):
-        motion = f"moving {m}"
-        pairs.append(
-            PromptPair(
-                "color",
-                caption(a, shape, motion, background),
-                caption(b, shape, motion, background),
-            )
-        )
-    backgrounds = [("black", "white"), ("white", "black"), ("gray", "purple"), ("purple", "gray")]
-    for (a, b), (color, shape, _), (m, _) in zip(backgrounds, others, motions, strict=True):
-        motion = f"moving {m}"
-        pairs.append(
-            PromptPair(
-                "background", caption(color, shape, motion, a), caption(color, shape, motion, b)
-            )
-        )
-    return pairs
 
 
 def generic_pairs() -> list[PromptPair]:
@@ -175,9 +127,9 @@ def crossing(points: Sequence[CurvePoint], level: float = 0.5) -> float | None:
 
 def sampler_steps(pipe: CustomCrafterPipeline, num_inference_steps: int | None) -> list[float]:
     """The noise level of each step the pipeline will take."""
-    sampler = make_sampler(pipe.model)
+    sampler = pipe.model.make_sampler()
     sampler.set_timesteps(num_inference_steps or pipe.model.defaults.num_inference_steps)
-    return noise_levels(sampler)
+    return sampler.noise_levels()
 
 
 def default_grid(steps: int) -> list[int]:
@@ -202,23 +154,22 @@ def commitment(
     """Run the commitment probe on ``pipe``'s base model (no subject module).
 
     Every pair is sampled from ``samples`` noises drawn from ``seed``, the same noises at
-    every switch step. ``switch_steps``: the ``j`` to try (always with 0 and ``N``; default
-    :func:`default_grid`). ``scorer``: ``"detectors"`` (the shapes world), ``"flow"``
-    (label-free) or ``"auto"``. ``settings`` go to the pipeline (``guidance_scale=...``).
+    every switch step; by default the model's lab's pairs (``models.plugins.Lab``), else
+    :func:`generic_pairs`. ``switch_steps``: the ``j`` to try (always with 0 and ``N``;
+    default :func:`default_grid`). ``scorer``: ``"detectors"`` (a lab model's), ``"flow"``
+    (label-free) or ``"auto"`` (the lab's detectors where there are any). ``settings`` go to the pipeline (``guidance_scale=...``).
     """
     if pipe.subject is not None:
         raise UserError("the commitment probe measures a base model: load it without a subject")
     if samples < 1:
         raise UserError(f"samples must be at least 1, got {samples}")
-    base = pipe.model.name
-    pairs = (
-        list(pairs)
-        if pairs is not None
-        else (shapes_pairs() if base == "shapes" else generic_pairs())
-    )
+    base, lab = pipe.model.name, pipe.model.lab
+    if pairs is None:
+        pairs = lab.prompt_pairs() if lab is not None else generic_pairs()
+    pairs = list(pairs)
     if not pairs:
         raise UserError("the commitment probe needs at least one prompt pair")
-    read = make_scorer(scorer, base)
+    read = make_scorer(scorer, lab)
     sigmas = sampler_steps(pipe, num_inference_steps)
     steps = len(sigmas)
     grid = sorted({0, steps, *(switch_steps if switch_steps is not None else default_grid(steps))})

@@ -3,7 +3,7 @@ modules of several training strengths, with intervals, settings chosen on one pa
 videos and reported on the other.
 
 :func:`frontier_videos` samples one module's prompts with every method from the same noises
-and reads each video (on the shapes model with its detectors; elsewhere the optical flow
+and reads each video (on a lab model with its detectors; elsewhere the optical flow
 against the base model's video of the same noise). :func:`summarise` pools the per-video
 records into points with 95% intervals, and :func:`choose` picks a method on the choosing
 videos by a rule fixed before the report videos are looked at.
@@ -22,7 +22,7 @@ from ..benchmark.report import t_interval
 from ..errors import UserError
 from ..io.video import to_uint8_frames
 from ..sampling import CustomCrafterPipeline
-from ..sampling.pipeline import Schedule
+from ..sampling.dwvs import WeightSchedule
 from .scoring import flow_field, wilson
 
 #: the part of the videos a record belongs to
@@ -35,7 +35,7 @@ class Method:
     sampler settings of this method only (``{"eta": 0.0}``)."""
 
     name: str
-    schedule: Schedule
+    schedule: WeightSchedule
     paper: bool = False
     settings: dict = field(default_factory=dict)
 
@@ -66,11 +66,9 @@ def frontier_videos(
         raise UserError("the frontier needs a subject module")
     if not 0 <= choose < samples:
         raise UserError(f"choose {choose} of {samples} noises per prompt: keep some to report")
-    shapes = pipe.model.name == "shapes"
-    if shapes:
-        from ..shapes.score import score_clip
-    if similarity is None and shapes and references:
-        from ..shapes.detect import subject_similarity as similarity
+    lab = pipe.model.lab
+    if similarity is None and lab is not None and references:
+        similarity = lab.similarity
     texts = [p for p in prompts for _ in range(samples)]
     todo = [m for m in methods if done is None or not done(m.name)]
     if not todo:
@@ -101,8 +99,8 @@ def frontier_videos(
                 norm = float(np.linalg.norm(flows[i]) * np.linalg.norm(base_flows[i]))
                 agreement = None if norm < 1e-9 else float(flows[i] @ base_flows[i]) / norm
                 record["flow_agreement"] = agreement
-            if shapes:
-                score = score_clip(clip, text)
+            if lab is not None:
+                score = lab.score_clip(clip, text)
                 record["motion_ok"] = score.motion_ok
                 displacement = score.displacement
                 record["displacement"] = displacement if np.isfinite(displacement) else None

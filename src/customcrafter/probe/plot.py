@@ -71,14 +71,14 @@ def plot_bands(result: dict, stem: str | Path) -> list[Path]:
     plt = pyplot()
     rows = result["rows"]
     labels = [r["label"].replace("module in steps ", "").replace(" only", "") for r in rows]
-    shapes = any(r["motion_ok"] is not None for r in rows)
-    motion = [r["motion_ok"] if shapes else r["flow_agreement"] for r in rows]
+    judged = any(r["motion_ok"] is not None for r in rows)  # by a lab's detectors
+    motion = [r["motion_ok"] if judged else r["flow_agreement"] for r in rows]
     fig, ax = plt.subplots(figsize=(7.2, 3.8))
     x = range(len(rows))
     width = 0.38
     ax.bar([i - width / 2 for i in x], [m or 0 for m in motion], width, color=COLORS["motion"],
-           label="motion as asked" if shapes else "flow agreement with base")  # fmt: skip
-    if shapes:
+           label="motion as asked" if judged else "flow agreement with base")  # fmt: skip
+    if judged:
         ax.errorbar(
             [i - width / 2 for i in x],
             [m or 0 for m in motion],

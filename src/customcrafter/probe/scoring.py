@@ -1,5 +1,5 @@
-"""How a probe reads its clips: the shapes world's detectors, or, on any other base model,
-measures that need no labels (optical flow, the mean frame)."""
+"""How a probe reads its clips: a lab model's detectors (``models.plugins.Lab``), or, on any
+other base model, measures that need no labels (optical flow, the mean frame)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..evaluation.motion import farneback_flows
+from ..models.plugins import require_lab
 
 #: what a scorer may be asked to decide between
 MOTION = "motion"
@@ -80,30 +81,13 @@ class FlowScorer:
         )
 
 
-class DetectorScorer:
-    """The shapes world: a clip follows prompt A when the detectors read the attribute A
-    asks for (the motion direction, the object's color, the background)."""
-
-    name = "shapes-world detectors"
-
-    def verdict(self, clip, attribute, first, then, pure_first=None, pure_then=None):
-        from ..shapes.detect import read_clip
-        from ..shapes.score import wanted
-
-        read = getattr(read_clip(clip), attribute)
-        if read == getattr(wanted(first), attribute):
-            return "first"
-        if read == getattr(wanted(then), attribute):
-            return "then"
-        return None
-
-
-def make_scorer(kind: str, base_name: str):
-    """``"detectors"``, ``"flow"``, or ``"auto"``: the detectors on the shapes model."""
+def make_scorer(kind: str, lab=None):
+    """``"detectors"`` (the lab model's, ``lab.scorer``), ``"flow"``, or ``"auto"``: the
+    detectors where the model has a lab, else the flow."""
     if kind == "auto":
-        kind = "detectors" if base_name == "shapes" else "flow"
+        kind = "flow" if lab is None else "detectors"
     if kind == "detectors":
-        return DetectorScorer()
+        return require_lab(lab, "--scorer detectors").scorer
     if kind == "flow":
         return FlowScorer()
     raise ValueError(f"unknown scorer {kind!r}; use auto, detectors or flow")

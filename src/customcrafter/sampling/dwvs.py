@@ -1,30 +1,82 @@
 """Dynamic Weighted Video Sampling: the weight of the subject module at each denoising step,
-and whether the prompt carries the subject's token at that step."""
+and whether the prompt carries the subject's token at that step.
+
+This file is the one place a weight schedule's settings are declared: each is a field of
+:class:`DynamicWeightSchedule` (or :class:`BandSchedule`) with its help text and bounds,
+and the command line (``customcrafter generate``), the benchmark spec (``schedule: {dwvs:
+...}``) and the app's sliders are made from those fields. A new option is a new field here
+and its use in :meth:`DynamicWeightSchedule.weights` or ``token_steps``.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from ..config import LAMBDA_L, LAMBDA_S, K, SampleConfig
+from ..config import check_bounds, setting
 from ..errors import UserError
+
+#: Dynamic Weighted Video Sampling as the paper runs it: the subject module at LAMBDA_S for
+#: the first K of 50 DDIM steps, then at LAMBDA_L
+LAMBDA_S = 0.4
+LAMBDA_L = 0.8
+K = 5
+#: the weights a module may run at: off (0) to twice its trained strength
+_WEIGHT = {"minimum": 0.0, "maximum": 2.0, "slider_step": 0.05}
+
+#: ``--constant-weight W``: one weight at every step, in place of the dynamic schedule
+CONSTANT_WEIGHT_HELP = (
+    "one subject-module weight at every step (the paper's baseline), in place of --lambda-s, "
+    "--lambda-l and --k"
+)
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
+class WeightSchedule(Protocol):
+    """What the pipeline, the probes and the benchmark need of a weight schedule."""
+
+    #: the module in the prompt's branch of classifier-free guidance only
+    cond_only: bool
+
+    @property
+    def is_off(self) -> bool:
+        """The base model alone: weight 0 and the class word at every step."""
+
+    def check_steps(self, steps: int) -> None:
+        """Refuse settings that cannot act within ``steps`` sampling steps."""
+
+    def weights(self, num_steps: int, sigmas: Sequence[float] | None = None) -> list[float]:
+        """The module's weight at each step (0 is the first step, from pure noise);
+        ``sigmas``: the noise level of each step, falling."""
+
+    def token_steps(self, num_steps: int, sigmas: Sequence[float] | None = None) -> list[bool]:
+        """Whether the prompt carries the subject's token at each step."""
+
+    def describe(self) -> str:
+        """A sentence for people: ``dynamic weight 0.4 for 5 steps, then 0.8``."""
+
+    def label(self) -> str:
+        """A short label for tables: ``DWVS 0.4/0.8, k=5``."""
+
+    def record(self) -> dict:
+        """The settings as recorded with a video (what its cache entry depends on)."""
+
+
 @dataclass(frozen=True)
 class DynamicWeightSchedule:
-    """The paper's Algorithm 1, and two variants of it.
+    """The paper's Algorithm 1, and three variants of it.
 
     Sampling runs ``T`` steps from pure noise. The subject module contributes ``lambda_s``
     while the denoiser lays out motion and switches to ``lambda_l`` when ``t == T - k``: with
     ``T = 50`` and ``k = 5`` the first 5 steps run at 0.4 and the other 45 at 0.8.
 
     ``switch_sigma`` switches by noise level instead of by step count: ``lambda_s`` while the
-    sampler's noise level ``sigma`` is above it (see ``samplers.noise_levels``), as ComfyUI
+    sampler's noise level ``sigma`` is above it (see ``Sampler.noise_levels``), as ComfyUI
     schedules a LoRA's strength. ``delay_token`` (not in the paper) also holds back the
     learnt token until the switch: before it, the prompt says the class word (``a dog``) in
     place of ``a <new1> dog``, so neither part of the module acts on the early steps.
@@ -35,23 +87,35 @@ class DynamicWeightSchedule:
     is ``DynamicWeightSchedule.off()`` (weight 0 at every step, the class word).
     """
 
-    lambda_s: float = LAMBDA_S
-    lambda_l: float = LAMBDA_L
-    k: int = K
-    switch_sigma: float | None = None
-    delay_token: bool = False
-    cond_only: bool = False
+    lambda_s: float = setting(
+        LAMBDA_S, help="subject-module weight while motion is laid out", **_WEIGHT
+    )
+    lambda_l: float = setting(
+        LAMBDA_L, help="subject-module weight while appearance is repaired", **_WEIGHT
+    )
+    k: int = setting(
+        K, help="steps at --lambda-s before switching to --lambda-l", minimum=0, slider_max=100
+    )
+    switch_sigma: float | None = setting(
+        None,
+        help="switch to --lambda-l when the noise level sigma falls to this, in place of --k "
+        "(sigma = sqrt((1 - abar) / abar) for DDPM models, the flow sigma in [0, 1] for Wan; "
+        "as ComfyUI reports it)",
+        minimum=0.0,
+    )
+    delay_token: bool = setting(
+        False,
+        help="not in the paper: the class word in place of the subject's token until the "
+        "switch, so neither part of the module acts on the early steps",
+    )
+    cond_only: bool = setting(
+        False,
+        help="not in the paper: the module in the prompt's branch of classifier-free guidance "
+        "only (two UNet calls a step)",
+    )
 
     def __post_init__(self):
-        if self.k < 0:
-            raise UserError(f"k must be >= 0, got {self.k}")
-        for name in ("lambda_s", "lambda_l"):
-            if not math.isfinite(getattr(self, name)):
-                raise UserError(f"{name} must be a number, got {getattr(self, name)}")
-        if self.switch_sigma is not None and not (
-            math.isfinite(self.switch_sigma) and self.switch_sigma >= 0
-        ):
-            raise UserError(f"switch_sigma must be a noise level >= 0, got {self.switch_sigma}")
+        check_bounds(self, label=lambda f: f.name)
 
     @classmethod
     def constant(cls, weight: float, cond_only: bool = False) -> DynamicWeightSchedule:
@@ -60,21 +124,6 @@ class DynamicWeightSchedule:
     @classmethod
     def off(cls) -> DynamicWeightSchedule:
         return cls.constant(0.0)
-
-    @classmethod
-    def from_config(cls, config: SampleConfig) -> DynamicWeightSchedule:
-        """``config.constant_weight`` at every step when it is set, else the dynamic schedule
-        of ``lambda_s``, ``lambda_l`` and ``k`` (or ``switch_sigma``)."""
-        if config.constant_weight is not None:
-            return cls.constant(config.constant_weight, cond_only=config.cond_only)
-        return cls(
-            config.lambda_s,
-            config.lambda_l,
-            config.k,
-            switch_sigma=config.switch_sigma,
-            delay_token=config.delay_token,
-            cond_only=config.cond_only,
-        )
 
     @property
     def is_off(self) -> bool:
@@ -102,12 +151,10 @@ class DynamicWeightSchedule:
         return next((i for i, s in enumerate(sigmas) if s <= self.switch_sigma), num_steps)
 
     def weights(self, num_steps: int, sigmas: Sequence[float] | None = None) -> list[float]:
-        """The module's weight at each step (0 is the first step, from pure noise)."""
         switch = self.switch_step(num_steps, sigmas)
         return [self.lambda_s if i < switch else self.lambda_l for i in range(num_steps)]
 
     def token_steps(self, num_steps: int, sigmas: Sequence[float] | None = None) -> list[bool]:
-        """Whether the prompt carries the subject's token at each step."""
         if not self.delay_token:
             return [True] * num_steps
         switch = self.switch_step(num_steps, sigmas)
@@ -131,6 +178,21 @@ class DynamicWeightSchedule:
             )
         return f"dynamic weight {self.lambda_s} {when}, then {self.lambda_l}{branch}"
 
+    def label(self) -> str:
+        when = f"sigma={self.switch_sigma:g}" if self.switch_sigma is not None else f"k={self.k}"
+        held = ", token held back" if self.delay_token else ""
+        branch = ", cond. branch only" if self.cond_only else ""
+        return f"DWVS {self.lambda_s:g}/{self.lambda_l:g}, {when}{held}{branch}"
+
+    def record(self) -> dict:
+        """``lambda_s``, ``lambda_l``, ``k``, and the other settings where they are not at
+        their defaults (so the record of the paper's schedule reads as it always has)."""
+        data = {"lambda_s": self.lambda_s, "lambda_l": self.lambda_l, "k": self.k}
+        for f in dataclasses.fields(self)[3:]:
+            if getattr(self, f.name) != f.default:
+                data[f.name] = getattr(self, f.name)
+        return data
+
 
 @dataclass(frozen=True)
 class BandSchedule:
@@ -138,17 +200,19 @@ class BandSchedule:
     ``[start, stop)`` only, the base model with the class word elsewhere: a probe of which
     steps the module's harm and good come from (``customcrafter probe bands``)."""
 
-    start: int
-    stop: int
-    weight: float = 1.0
-
-    def __post_init__(self):
-        if not 0 <= self.start < self.stop:
-            raise UserError(f"a band needs 0 <= start < stop, got [{self.start}, {self.stop})")
-        if not math.isfinite(self.weight):
-            raise UserError(f"weight must be a number, got {self.weight}")
+    start: int = setting(help="first step of the band", minimum=0)
+    stop: int = setting(help="the step after the band", minimum=1)
+    weight: float = setting(1.0, help="the module's weight inside the band", **_WEIGHT)
 
     is_off = False
+    cond_only = False
+
+    def __post_init__(self):
+        check_bounds(self, label=lambda f: f.name)
+        if self.start >= self.stop:
+            raise UserError(
+                f"a band needs start < stop: start ({self.start}) must be below stop ({self.stop})"
+            )
 
     def check_steps(self, steps: int) -> None:
         if self.stop > steps:
@@ -165,3 +229,11 @@ class BandSchedule:
 
     def describe(self) -> str:
         return f"module at {self.weight:g} in steps {self.start}-{self.stop - 1} only"
+
+    def label(self) -> str:
+        return f"{self.weight:g} in steps {self.start}-{self.stop - 1} only"
+
+    def record(self) -> dict:
+        # the layout benchmark records have had since bands were written as DWVS fields
+        return {"lambda_s": 0.0, "lambda_l": self.weight, "k": 0, "band": (self.start, self.stop)}
+

@@ -1,5 +1,5 @@
 """The sampling loop: one pipeline for every base model, with the subject module's weight set
-before each UNet call by a :class:`DynamicWeightSchedule`."""
+before each UNet call by a weight schedule (:class:`DynamicWeightSchedule`)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,7 @@ from ..errors import UserError
 from ..models import BaseVideoModel, load_base_model
 from ..prompts import find_tokens, has_word, strip_tokens
 from ..subject import SpatialSubjectModule, read_metadata
-from .dwvs import BandSchedule, DynamicWeightSchedule
-from .samplers import make_sampler, noise_levels
-
-#: what says the subject module's weight and token at each step
-Schedule = DynamicWeightSchedule | BandSchedule
+from .dwvs import DynamicWeightSchedule, WeightSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -138,21 +134,11 @@ class CustomCrafterPipeline:
             finally:
                 self.subject.set_scale(1.0)
 
-    def _plan(self, schedule: Schedule, sampler) -> tuple[list[float], list[bool]]:
-        """The module's weight at each of ``sampler``'s steps, and whether the prompt carries
-        the subject's token there."""
-        steps = len(sampler.timesteps)
-        if self.subject is None:
-            return [0.0] * steps, [True] * steps
-        schedule.check_steps(steps)
-        sigmas = noise_levels(sampler)
-        return schedule.weights(steps, sigmas), schedule.token_steps(steps, sigmas)
-
     @torch.no_grad()
     def __call__(
         self,
         prompt: str | list[str],
-        schedule: Schedule | None = None,
+        schedule: WeightSchedule | None = None,
         config: SampleConfig | None = None,
         *,
         generator: torch.Generator | None = None,
@@ -167,100 +153,153 @@ class CustomCrafterPipeline:
 
         ``config`` holds the sampler settings; keyword arguments named as its fields
         (``num_inference_steps=25, seed=3``) replace them, and what stays ``None`` comes
-        from the base model (``model.defaults``). ``schedule`` defaults to the config's
-        Dynamic Weighted Video Sampling (the paper's 0.4, 0.8, k=5) when a subject module is
-        loaded; it may also be a ``BandSchedule``. ``fold_lora`` folds the LoRA into the
-        weights at each change of weight (as fast as the plain base model); ``False`` runs
-        unmerged LoRA layers. ``callback(step_index, timestep, weight)`` is called before
-        each UNet call.
+        from the base model (``model.defaults``). ``schedule`` is the subject module's weight
+        at each step: by default the paper's Dynamic Weighted Video Sampling (0.4, 0.8,
+        k=5) when a subject module is loaded, with keyword arguments named as its settings
+        (``k=2``) in place of the paper's; a ``BandSchedule`` too. ``fold_lora`` folds the
+        LoRA into the weights at each change of weight (as fast as the plain base model);
+        ``False`` runs unmerged LoRA layers. ``callback(step_index, timestep, weight)`` is
+        called before each UNet call.
 
         ``first_prompt`` (one per prompt) replaces the prompt for the first ``first_steps``
         steps: the commitment probe's switch from prompt A to prompt B.
         """
         model = self.model
-        config = dataclasses.replace(config or SampleConfig(), **settings)
-        config.validate()
-        s = config.with_defaults(model.defaults)
-        if schedule is None:
-            schedule = (
-                DynamicWeightSchedule.from_config(config)
-                if self.subject
-                else DynamicWeightSchedule.off()
-            )
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        prompts = self._prepare_prompts(prompts, warn=not schedule.is_off)
-        firsts = None
-        if first_prompt is not None:
-            firsts = [first_prompt] if isinstance(first_prompt, str) else list(first_prompt)
-            if len(firsts) != len(prompts):
-                raise UserError(
-                    f"give one first prompt per prompt: {len(firsts)} for {len(prompts)}"
-                )
-            firsts = self._prepare_prompts(firsts, warn=False)
+        schedule = self._schedule(schedule, settings)
+        s = self._settings(config, settings)
+        prompts = self._prepare_prompts(_as_list(prompt), warn=not schedule.is_off)
+        firsts = self._first_prompts(first_prompt, len(prompts))
         shape = model.latent_shape(len(prompts), s.num_frames, s.height, s.width)
         if generator is None:
-            generator = torch.Generator().manual_seed(0 if s.seed is None else s.seed)
+            generator = torch.Generator().manual_seed(s.seed)
 
-        device, dtype = model.device, model.dtype
-        b = len(prompts)
-        sampler = make_sampler(model)
+        # plan the steps: the module's weight and the prompts of each
+        sampler = model.make_sampler()
         sampler.set_timesteps(s.num_inference_steps)
-        # some samplers (VideoCrafter2's DDIM) take one step more than asked for
-        steps = len(sampler.timesteps)
-        if not 0 <= first_steps <= steps:
-            raise UserError(f"first_steps must be between 0 and the {steps} steps")
-        weights, with_token = self._plan(schedule, sampler)
-        if config.guidance_scale_2 is not None and len(model.experts()) < 2:
-            raise UserError(
-                "--guidance-scale-2 is the low-noise expert's guidance of a two-expert model "
-                f"(Wan 2.2 A14B); {model.name!r} has one denoiser: use --guidance-scale"
-            )
-        scales = [
-            model.guidance_at(float(t), s.guidance_scale, s.guidance_scale_2)
-            for t in sampler.timesteps
-        ]
-        use_cfg = any(scale != 1.0 for scale in scales)
-        context = _Contexts(model, s.negative_prompt if use_cfg else None, b)
+        plan = self._plan(schedule, sampler, prompts, firsts, first_steps)
+        guidance = _Guidance(model, sampler.timesteps, s, len(prompts), self._cond_only(schedule))
 
-        def texts_at(i: int) -> list[str]:
-            texts = firsts if firsts is not None and i < first_steps else prompts
-            return texts if with_token[i] else [self.base_prompt(t) for t in texts]
-
-        latents = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
-        latents = latents * getattr(sampler, "init_noise_sigma", 1.0)
-
-        # the module in the prompt's branch only: two UNet calls a step, the LoRA unfolded
-        cond_only = self.subject is not None and getattr(schedule, "cond_only", False)
-        split = use_cfg and (cond_only or not model.batch_guidance)
-        fold = fold_lora and not model.offload and not (use_cfg and cond_only)
-        with self._weighting(fold) as apply_weight:
+        latents = torch.randn(shape, generator=generator).to(model.device, model.dtype)
+        latents = latents * sampler.init_noise_sigma
+        fold = fold_lora and not model.offload and not guidance.cond_only
+        with self._weighting(fold) as set_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
             ):
                 if callback is not None:
-                    callback(i, int(t), weights[i])
-                if split:
-                    t_batch = _timesteps(t, b, device)
-                    negative, positive = context(texts_at(i)).chunk(2)
-                    apply_weight(0.0 if cond_only else weights[i])
-                    uncond = model.predict(latents, t_batch, negative, s.fps)
-                    apply_weight(weights[i])
-                    cond = model.predict(latents, t_batch, positive, s.fps)
-                    out = uncond + scales[i] * (cond - uncond)
-                else:
-                    apply_weight(weights[i])
-                    model_in = torch.cat([latents, latents]) if use_cfg else latents
-                    t_batch = _timesteps(t, model_in.shape[0], device)
-                    out = model.predict(model_in, t_batch, context(texts_at(i)), s.fps)
-                    if use_cfg:
-                        uncond, cond = out.chunk(2)
-                        out = uncond + scales[i] * (cond - uncond)
+                    callback(i, int(t), plan.weights[i])
+                out = guidance.predict(latents, i, t, plan.prompts[i], plan.weights[i], set_weight)
                 latents = sampler.step(out, t, latents, eta=s.eta, generator=generator).prev_sample
 
         videos = model.decode_video(latents).float().cpu()
         model.release_offloaded()
         videos = ((videos + 1) / 2).clamp(0, 1)
-        return VideoOutput(videos=videos, weights=weights, prompts=prompts, fps=s.fps)
+        return VideoOutput(videos=videos, weights=plan.weights, prompts=prompts, fps=s.fps)
+
+    def _schedule(self, schedule: WeightSchedule | None, settings: dict) -> WeightSchedule:
+        """``schedule``, or DWVS with the weight settings among ``settings`` (taken out of
+        it) in place of the paper's; the base model alone without a subject module."""
+        names = {f.name for f in dataclasses.fields(DynamicWeightSchedule)}
+        given = {name: settings.pop(name) for name in list(settings) if name in names}
+        if given and schedule is not None:
+            raise UserError(f"give {', '.join(given)} in the schedule, not beside it")
+        if schedule is not None:
+            return schedule
+        return DynamicWeightSchedule(**given) if self.subject else DynamicWeightSchedule.off()
+
+    def _settings(self, config: SampleConfig | None, settings: dict) -> SampleConfig:
+        """``config`` with ``settings`` in place of its fields, checked, the model's defaults
+        in place of what stays ``None``."""
+        config = dataclasses.replace(config or SampleConfig(), **settings)
+        config.validate()
+        if config.guidance_scale_2 is not None and len(self.model.experts()) < 2:
+            raise UserError(
+                "--guidance-scale-2 is the low-noise expert's guidance of a two-expert model "
+                f"(Wan 2.2 A14B); {self.model.name!r} has one denoiser: use --guidance-scale"
+            )
+        return config.with_defaults(self.model.defaults)
+
+    def _first_prompts(self, first_prompt, count: int) -> list[str] | None:
+        if first_prompt is None:
+            return None
+        firsts = _as_list(first_prompt)
+        if len(firsts) != count:
+            raise UserError(f"give one first prompt per prompt: {len(firsts)} for {count}")
+        return self._prepare_prompts(firsts, warn=False)
+
+    def _plan(self, schedule, sampler, prompts, firsts, first_steps: int) -> _StepPlan:
+        """The module's weight at each of ``sampler``'s steps, and the prompts there: the
+        first prompts for the first ``first_steps`` steps, without the subject's token where
+        the schedule holds it back."""
+        steps = len(sampler.timesteps)  # some samplers take one step more than asked for
+        if not 0 <= first_steps <= steps:
+            raise UserError(f"first_steps must be between 0 and the {steps} steps")
+        if self.subject is None:
+            weights, with_token = [0.0] * steps, [True] * steps
+        else:
+            schedule.check_steps(steps)
+            sigmas = sampler.noise_levels()
+            weights = schedule.weights(steps, sigmas)
+            with_token = schedule.token_steps(steps, sigmas)
+        per_step = []
+        for i in range(steps):
+            texts = firsts if firsts is not None and i < first_steps else prompts
+            per_step.append(texts if with_token[i] else [self.base_prompt(t) for t in texts])
+        return _StepPlan(weights, per_step)
+
+    def _cond_only(self, schedule: WeightSchedule) -> bool:
+        return self.subject is not None and schedule.cond_only
+
+
+def _as_list(prompt: str | list[str]) -> list[str]:
+    return [prompt] if isinstance(prompt, str) else list(prompt)
+
+
+@dataclass
+class _StepPlan:
+    """The module's weight and the prompts (as the model sees them) of each step."""
+
+    weights: list[float]
+    prompts: list[list[str]]
+
+
+class _Guidance:
+    """Classifier-free guidance: the scale of each step (two-expert models have one per
+    expert), and the UNet calls of one step, batched or as two calls (the model's choice;
+    two whenever the module runs in the prompt's branch only)."""
+
+    def __init__(self, model, timesteps, s: SampleConfig, batch: int, cond_only: bool):
+        self.model = model
+        self.scales = [
+            model.guidance_at(float(t), s.guidance_scale, s.guidance_scale_2) for t in timesteps
+        ]
+        self.enabled = any(scale != 1.0 for scale in self.scales)
+        self.cond_only = self.enabled and cond_only
+        self.split = self.enabled and (cond_only or not model.batch_guidance)
+        self.fps = s.fps
+        self.contexts = _Contexts(model, s.negative_prompt if self.enabled else None, batch)
+
+    def predict(self, latents, i: int, t, texts: list[str], weight: float, set_weight):
+        """The guided model output of step ``i`` at timestep ``t``, the module at
+        ``weight`` (in the prompt's branch only with ``cond_only``)."""
+        model, context = self.model, self.contexts(texts)
+        if self.split:
+            t_batch = _timesteps(t, latents.shape[0], latents.device)
+            negative, positive = context.chunk(2)
+            set_weight(0.0 if self.cond_only else weight)
+            uncond = model.predict(latents, t_batch, negative, self.fps)
+            set_weight(weight)
+            cond = model.predict(latents, t_batch, positive, self.fps)
+            return uncond + self.scales[i] * (cond - uncond)
+        set_weight(weight)
+        model_in = torch.cat([latents, latents]) if self.enabled else latents
+        out = model.predict(
+            model_in, _timesteps(t, model_in.shape[0], latents.device), context, self.fps
+        )
+        if not self.enabled:
+            return out
+        uncond, cond = out.chunk(2)
+        return uncond + self.scales[i] * (cond - uncond)
 
 
 def _timesteps(t: torch.Tensor, count: int, device) -> torch.Tensor:

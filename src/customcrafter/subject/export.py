@@ -1,15 +1,10 @@
-"""A Wan subject module as a LoRA file other tools load: ComfyUI's or diffusers'.
+"""A subject module as a LoRA file other tools load: ComfyUI's or diffusers'.
 
-- ``comfyui``: the original Wan module names, ``diffusion_model.blocks.N.self_attn.q``
-  (``k``, ``v``, ``o``), ``cross_attn.*``, ``ffn.0`` / ``ffn.2``, each with ``lora_A`` /
-  ``lora_B`` weights and an ``alpha``: what ComfyUI's LoRA loader reads (diffusers'
-  ``load_lora_weights`` converts it too).
-- ``diffusers``: ``transformer.blocks.N.attn1.to_q.lora_A.weight``, ...: what
-  ``WanPipeline.load_lora_weights`` reads.
-
-The LoRA scale ``alpha / rank`` is folded into ``lora_B`` and ``alpha`` written as the rank,
-so every loader applies the module at exactly the weight it is given. A learnt token (the
-paper's ``<new1>``) is a new row of the text encoder's embedding table, which neither format
+Each model family that exports says how those tools name its layers
+(``BaseVideoModel.lora_naming``; today Wan's: ``models/wan_lora.py``). The LoRA scale
+``alpha / rank`` is folded into ``lora_B`` and ``alpha`` written as the rank, so every
+loader applies the module at exactly the weight it is given. A learnt token (the paper's
+``<new1>``) is a new row of the text encoder's embedding table, which neither format
 carries: such a subject is refused unless ``drop_token`` says to export the LoRA alone.
 
 A subject of Wan 2.2 A14B that adapts both experts is written one file per expert
@@ -21,34 +16,17 @@ LoRA into each expert's model and diffusers into ``transformer_2`` with
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import UserError
 from ..io.files import atomic_path
-from ..models.wan import LOW_NOISE_PREFIX as LOW_NOISE
+from ..models.registry import lora_namings
 from .module import read_metadata, resolve_subject_path
 
-FORMATS = ("comfyui", "diffusers")
-
-#: diffusers' names inside a Wan block -> the original Wan code's
-_WAN_ORIGINAL = {
-    "attn1.to_q": "self_attn.q",
-    "attn1.to_k": "self_attn.k",
-    "attn1.to_v": "self_attn.v",
-    "attn1.to_out.0": "self_attn.o",
-    "attn2.to_q": "cross_attn.q",
-    "attn2.to_k": "cross_attn.k",
-    "attn2.to_v": "cross_attn.v",
-    "attn2.to_out.0": "cross_attn.o",
-    "ffn.net.0.proj": "ffn.0",
-    "ffn.net.2": "ffn.2",
-}
-_WAN_TARGET = re.compile(r"blocks\.(\d+)\.(" + "|".join(map(re.escape, _WAN_ORIGINAL)) + r")")
+FORMATS = tuple(dict.fromkeys(f for naming in lora_namings() for f in naming.formats))
 
 
 def export_subject(
@@ -70,12 +48,17 @@ def export_subject(
         raise UserError(f"the exported file is a .safetensors file, got {out.name}")
     if out.exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
-    targets, prefix = _expert_targets(path, metadata.targets, expert)
-    foreign = [t for t in targets if not _WAN_TARGET.fullmatch(t)]
-    if foreign:
+    namings = lora_namings()
+    prefixes = sorted({p for n in namings for p in n.experts.values() if p}, key=len)
+    targets, prefix = _expert_targets(path, metadata.targets, expert, prefixes)
+    naming = next((n for n in namings if all(n.owns(t) for t in targets)), None)
+    if naming is None:
+        families = " or ".join(n.family for n in namings)
+        foreign = next(t for t in targets if not namings[0].owns(t))
         raise UserError(
-            f"{path} was trained on {metadata.base_model!r}, not a Wan model (its layer "
-            f"{foreign[0]} has no Wan name): only Wan subject modules export to {format}"
+            f"{path} was trained on {metadata.base_model!r}, not a {families} model (its layer "
+            f"{foreign} has no {namings[0].family} name): only {families} subject modules "
+            f"export to {format}"
         )
     if metadata.tokens and not drop_token:
         raise UserError(
@@ -91,7 +74,11 @@ def export_subject(
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys() if k != "token_embeddings"}
     lora = _scaled(tensors, targets, prefix, metadata.rank, metadata.lora_alpha)
-    converted = _comfyui(lora, metadata.rank) if format == "comfyui" else _diffusers(lora)
+    converted = {
+        key: value
+        for target, (a, b) in lora.items()
+        for key, value in naming.tensors(target, a, b, metadata.rank, format).items()
+    }
     info = {
         "format": format,
         "source": "customcrafter",
@@ -107,10 +94,14 @@ def export_subject(
     return out
 
 
-def _expert_targets(path, targets: list[str], expert: str | None) -> tuple[list[str], str]:
-    """The targets (named within their expert) that one file holds, and their prefix."""
-    low = [t[len(LOW_NOISE) :] for t in targets if t.startswith(LOW_NOISE)]
-    high = [t for t in targets if not t.startswith(LOW_NOISE)]
+def _expert_targets(
+    path, targets: list[str], expert: str | None, prefixes: list[str]
+) -> tuple[list[str], str]:
+    """The targets (named within their expert) that one file holds, and their prefix:
+    ``prefixes`` are the second experts' (Wan 2.2 A14B's ``transformer_2.``)."""
+    low_prefix = next((p for p in prefixes if any(t.startswith(p) for t in targets)), "")
+    low = [t[len(low_prefix) :] for t in targets if low_prefix and t.startswith(low_prefix)]
+    high = [t for t in targets if not (low_prefix and t.startswith(low_prefix))]
     if expert is None:
         if low and high:
             raise UserError(
@@ -119,13 +110,13 @@ def _expert_targets(path, targets: list[str], expert: str | None) -> tuple[list[
                 "model; diffusers loads the low one with load_lora_weights(..., "
                 "load_into_transformer_2=True))"
             )
-        return (high, "") if high else (low, LOW_NOISE)
+        return (high, "") if high else (low, low_prefix)
     if expert not in ("high", "low"):
         raise UserError(f"--expert is high or low, got {expert!r}")
     chosen = high if expert == "high" else low
     if not chosen:
         raise UserError(f"{path} has no layers in the {expert}-noise expert; leave out --expert")
-    return chosen, ("" if expert == "high" else LOW_NOISE)
+    return chosen, ("" if expert == "high" else low_prefix)
 
 
 def _scaled(tensors, targets, prefix: str, rank: int, alpha: float) -> dict:
@@ -137,23 +128,4 @@ def _scaled(tensors, targets, prefix: str, rank: int, alpha: float) -> dict:
         a = tensors[f"{prefix}{target}.lora_A.weight"].float().contiguous()
         b = (tensors[f"{prefix}{target}.lora_B.weight"].float() * scale).contiguous()
         out[target] = (a, b)
-    return out
-
-
-def _comfyui(lora, rank: int) -> dict[str, torch.Tensor]:
-    out = {}
-    for target, (a, b) in lora.items():
-        block, inner = _WAN_TARGET.fullmatch(target).groups()
-        name = f"diffusion_model.blocks.{block}.{_WAN_ORIGINAL[inner]}"
-        out[f"{name}.lora_A.weight"] = a
-        out[f"{name}.lora_B.weight"] = b
-        out[f"{name}.alpha"] = torch.tensor(float(rank))
-    return out
-
-
-def _diffusers(lora) -> dict[str, torch.Tensor]:
-    out = {}
-    for target, (a, b) in lora.items():
-        out[f"transformer.{target}.lora_A.weight"] = a
-        out[f"transformer.{target}.lora_B.weight"] = b
     return out

@@ -26,6 +26,7 @@ from .checkpoint import (
     split_checkpoint,
 )
 from .folder import read_converted
+from .sampler import VC2DDIMSampler
 from .schedule import VC2NoiseSchedule
 from .text import OpenCLIPTextEncoder, load_openclip_tokenizer
 from .unet import SPATIAL_BLOCK_PATTERN, VC2UNet
@@ -122,6 +123,10 @@ class VideoCrafter2Model(BaseVideoModel):
         self.unet.enable_gradient_checkpointing()
 
     # --- noise schedule ------------------------------------------------------------------
+    def make_sampler(self) -> VC2DDIMSampler:
+        """VideoCrafter2's own DDIM, which undoes its signal scaling."""
+        return VC2DDIMSampler(self.noise_schedule)
+
     @property
     def num_train_timesteps(self) -> int:
         return self.noise_schedule.num_train_timesteps

@@ -7,7 +7,7 @@ whose clean-signal term is damped by ``scale_arr``::
 
 with ``s`` falling linearly from ``scale_a = 1.0`` to ``scale_b = 0.7`` over the first 400
 timesteps and staying at 0.7 afterwards (its DDIM sampler, which undoes the scaling, is
-``customcrafter.sampling.samplers.VC2DDIMSampler``). The numbers here follow the original
+``sampler.VC2DDIMSampler``). The numbers here follow the original
 code's float32/float64 mix so that schedules match its buffers bit for bit.
 """
 
