@@ -84,7 +84,8 @@ def test_the_papers_settings_make_the_flags_the_spec_section_and_the_sliders():
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"lambda_s": -0.1}, "lambda_s must be between 0 and 2, got -0.1"),
+        ({"lambda_s": -0.1}, "lambda_s must be at least 0 \\(and at most 2\\), got -0.1"),
+        ({"lambda_l": 2.5}, "lambda_l must be between 0 and 2, got 2.5"),
         ({"lambda_l": float("inf")}, "lambda_l must be a number"),
         ({"switch_sigma": -1.0}, "switch_sigma must be at least 0"),
         ({"k": -1}, "k must be at least 0"),

@@ -23,6 +23,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from .errors import UserError
 
+#: the seeds every random draw takes (what torch's and numpy's generators both accept)
+SEED = {"minimum": 0, "maximum": 2**32 - 1}
+#: classifier-free guidance: 1 is none; beyond 100 a video is saturated noise
+GUIDANCE = {"minimum": 0.0, "maximum": 100.0}
 #: the authors' CLIP (OpenAI ViT-B/32) and DINO models for the metrics
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_DINO = "facebook/dino-vits16"
@@ -62,22 +66,26 @@ def setting(
     metavar: str | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
     slider_step: float | None = None,
     slider_max: float | None = None,
 ) -> Any:
     """A dataclass field with its help text, its bounds and, where it differs from the
     field's name, its command-line flag in the metadata.
 
-    ``minimum`` / ``maximum``: the values the setting takes (checked by :func:`check_bounds`
-    wherever it is given: command line, config file, benchmark spec, the app).
-    ``slider_step`` / ``slider_max``: how the app shows it as a slider (``slider_max`` where
-    the setting itself has no ``maximum``)."""
+    ``minimum`` / ``maximum`` (inclusive) and ``above`` / ``below`` (exclusive): the values
+    the setting takes, checked by :func:`check_bounds` wherever it is given (command line,
+    config file, benchmark spec, the app). ``slider_step`` / ``slider_max``: how the app
+    shows it as a slider (``slider_max`` where the setting itself has no ``maximum``)."""
     metadata = {
         "help": help,
         "flag": flag,
         "metavar": metavar,
         "minimum": minimum,
         "maximum": maximum,
+        "above": above,
+        "below": below,
         "slider_step": slider_step,
         "slider_max": slider_max,
     }
@@ -89,14 +97,35 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def _number_text(value) -> str:
+def number_text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def out_of_bounds(value, minimum=None, maximum=None, above=None, below=None) -> str | None:
+    """What is wrong with the number ``value`` under these bounds (``"must be at least 1,
+    got 0"``), or ``None`` when nothing is."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return f"must be a number, got {value}"
+    given, text = number_text(value), number_text
+    if minimum is not None and value < minimum:
+        most = f" (and at most {text(maximum)})" if maximum is not None else ""
+        return f"must be at least {text(minimum)}{most}, got {given}"
+    if minimum is not None and maximum is not None and value > maximum:
+        return f"must be between {text(minimum)} and {text(maximum)}, got {given}"
+    if maximum is not None and value > maximum:
+        return f"must be at most {text(maximum)}, got {given}"
+    if above is not None and value <= above:
+        return f"must be more than {text(above)}, got {given}"
+    if below is not None and value >= below:
+        return f"must be below {text(below)}, got {given}"
+    return None
 
 
 def check_bounds(config, label=flag_of) -> None:
     """Refuse a number of the dataclass ``config`` that is not finite or lies outside its
-    setting's ``minimum`` / ``maximum``, naming it by ``label(field)`` (by default its
-    flag)."""
+    setting's bounds, naming it by ``label(field)`` (by default its flag)."""
     for f in fields(config):
         check_value(f, getattr(config, f.name), label(f))
 
@@ -104,20 +133,10 @@ def check_bounds(config, label=flag_of) -> None:
 def check_value(f: dataclasses.Field, value, name: str) -> None:
     """Refuse ``value`` for the setting ``f`` when it is a number that is not finite or lies
     outside the setting's bounds, calling it ``name``."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    if not math.isfinite(value):
-        raise UserError(f"{name} must be a number, got {value}")
-    low, high = f.metadata.get("minimum"), f.metadata.get("maximum")
-    given = _number_text(value)
-    if low is not None and high is not None and not low <= value <= high:
-        raise UserError(
-            f"{name} must be between {_number_text(low)} and {_number_text(high)}, got {given}"
-        )
-    if low is not None and value < low:
-        raise UserError(f"{name} must be at least {_number_text(low)}, got {given}")
-    if high is not None and value > high:
-        raise UserError(f"{name} must be at most {_number_text(high)}, got {given}")
+    bounds = {k: f.metadata.get(k) for k in ("minimum", "maximum", "above", "below")}
+    problem = out_of_bounds(value, **bounds)
+    if problem is not None:
+        raise UserError(f"{name} {problem}")
 
 
 def field_named(cls: type, name: str) -> dataclasses.Field:
@@ -144,7 +163,9 @@ class TrainConfig:
         help="original YAML config of a videocrafter2: checkpoint (default: read off the tensors)",
     )
     vae_chunk_size: int | None = setting(
-        None, help="frames per VAE call; lower it to save memory (default: the model's)"
+        None,
+        help="frames per VAE call; lower it to save memory (default: the model's)",
+        minimum=1,
     )
     instance_data_dir: str = setting("", help="folder with 3-10 photos of the subject")
     instance_prompt: str = setting(
@@ -160,9 +181,11 @@ class TrainConfig:
         "and cached",
     )
     num_class_images: int = setting(
-        200, help="class images to generate when --class-data-dir is absent"
+        200, help="class images to generate when --class-data-dir is absent", minimum=0
     )
-    class_sampling_steps: int = setting(50, help="DDIM steps for each generated class image")
+    class_sampling_steps: int = setting(
+        50, help="DDIM steps for each generated class image", minimum=1, maximum=1000
+    )
     class_videos: bool = setting(
         False,
         help="prior preservation on whole clips of the class (generated with the base model, "
@@ -170,7 +193,10 @@ class TrainConfig:
         "into static clips; not in the paper",
     )
     prior_loss_weight: float = setting(
-        1.0, help="weight of the class prior-preservation loss (0 turns it off)"
+        1.0,
+        help="weight of the class prior-preservation loss (0 turns it off)",
+        minimum=0.0,
+        maximum=100.0,
     )
     lora_targets: str = setting(
         "spatial-qkv",
@@ -183,7 +209,7 @@ class TrainConfig:
         None,
         help="comma-separated projections inside each spatial block, e.g. attn1.to_q,attn2.to_v",
     )
-    rank: int = setting(4, help="LoRA rank")
+    rank: int = setting(4, help="LoRA rank", minimum=1, maximum=1024)
     initializer_words: dict[str, str] = setting(
         default_factory=dict,
         help="start a token's embedding from WORD (default: the word after the token)",
@@ -209,6 +235,7 @@ class TrainConfig:
         help="frames in each static training clip (default: the base model's: 4, as the "
         "authors' code; 1 on Wan, each photo one latent frame, which kept more motion in "
         "the lab study, docs/results/lab.md)",
+        minimum=1,
     )
     cache_inputs: bool | None = setting(
         None,
@@ -218,36 +245,50 @@ class TrainConfig:
         "(default: on for Wan, off for the other bases)",
     )
     cache_views: int = setting(
-        10, help="with --cache-inputs: augmented views encoded per photo (1 without --augment)"
+        10,
+        help="with --cache-inputs: augmented views encoded per photo (1 without --augment); "
+        "each is one VAE encoding of every photo before training",
+        minimum=1,
+        maximum=100,
     )
-    height: int | None = setting(None, help="training height (default: the base model's)")
-    width: int | None = setting(None, help="training width (default: the base model's)")
+    height: int | None = setting(
+        None, help="training height (default: the base model's)", minimum=1
+    )
+    width: int | None = setting(None, help="training width (default: the base model's)", minimum=1)
     augment: bool = setting(
         True,
         help="Custom Diffusion rescale augmentation with masked loss, and horizontal flips",
     )
-    learning_rate: float = setting(3e-5, help="AdamW learning rate")
+    learning_rate: float = setting(3e-5, help="AdamW learning rate", above=0.0, maximum=1.0)
     scale_lr: bool = setting(
         False, help="multiply the learning rate by GPUs x batch size x accumulation steps"
     )
-    weight_decay: float = setting(1e-2, help="AdamW weight decay")
-    adam_beta1: float = setting(0.9, help="AdamW beta1")
-    adam_beta2: float = setting(0.999, help="AdamW beta2")
-    adam_epsilon: float = setting(1e-8, help="AdamW epsilon")
-    max_grad_norm: float = setting(1.0, help="gradient clipping norm (0: no clipping)")
+    weight_decay: float = setting(1e-2, help="AdamW weight decay", minimum=0.0)
+    adam_beta1: float = setting(0.9, help="AdamW beta1", minimum=0.0, below=1.0)
+    adam_beta2: float = setting(0.999, help="AdamW beta2", minimum=0.0, below=1.0)
+    adam_epsilon: float = setting(1e-8, help="AdamW epsilon", above=0.0)
+    max_grad_norm: float = setting(1.0, help="gradient clipping norm (0: no clipping)", minimum=0.0)
     lr_scheduler: str = setting(
         "constant", help="constant, constant_with_warmup, linear, cosine, ..."
     )
-    lr_warmup_steps: int = setting(0, help="learning-rate warm-up steps")
+    lr_warmup_steps: int = setting(0, help="learning-rate warm-up steps", minimum=0)
     loss: str = setting("mse", help="mse (the paper) or l1 (the authors' code)")
-    train_batch_size: int = setting(1, help="instance clips per step (as many class clips)")
-    gradient_accumulation_steps: int = setting(1, help="micro-batches per optimizer step")
-    max_train_steps: int = setting(10_000, help="optimizer steps")
+    train_batch_size: int = setting(
+        1, help="instance clips per step (as many class clips)", minimum=1
+    )
+    gradient_accumulation_steps: int = setting(
+        1, help="micro-batches per optimizer step", minimum=1
+    )
+    max_train_steps: int = setting(10_000, help="optimizer steps", minimum=1)
     gradient_checkpointing: bool = setting(False, help="trade compute for memory in the UNet")
     mixed_precision: str = setting("no", help="no, fp16 or bf16")
-    seed: int = setting(0, help="seed of every random draw of the run")
-    checkpointing_steps: int = setting(500, help="save a resumable checkpoint every N steps")
-    checkpoints_total_limit: int | None = setting(3, help="keep only the newest N checkpoints")
+    seed: int = setting(0, help="seed of every random draw of the run", **SEED)
+    checkpointing_steps: int = setting(
+        500, help="save a resumable checkpoint every N steps", minimum=1
+    )
+    checkpoints_total_limit: int | None = setting(
+        3, help="keep only the newest N checkpoints", minimum=1
+    )
     resume_from_checkpoint: str | None = setting(None, help="'latest' or a checkpoint folder")
     overwrite: bool = setting(
         False, help="replace an existing subject module and its checkpoints in --output-dir"
@@ -264,23 +305,7 @@ class TrainConfig:
             _one_of(self.lora_targets, tuple(TARGET_PRESETS), "--lora-targets")
         elif not self.lora_target_override:
             raise UserError("--lora-target-override names no layer; give e.g. attn1.to_q")
-        for name in ("rank", "train_frames", "max_train_steps", "train_batch_size", "cache_views"):
-            _at_least(self, name, 1)
-        for name in ("gradient_accumulation_steps", "checkpointing_steps"):
-            _at_least(self, name, 1)
-        for name in ("class_sampling_steps", "height", "width", "checkpoints_total_limit"):
-            _at_least(self, name, 1)
-        _at_least(self, "lr_warmup_steps", 0)
-        _finite(self, "learning_rate", above=0.0)
-        _finite(self, "adam_epsilon", above=0.0)
-        for name in ("weight_decay", "max_grad_norm", "prior_loss_weight"):
-            _finite(self, name, at_least=0.0)
-        for name in ("adam_beta1", "adam_beta2"):
-            _finite(self, name, at_least=0.0)
-            if getattr(self, name) >= 1.0:
-                raise UserError(f"{_flag(self, name)} must be below 1, got {getattr(self, name)}")
-        if self.vae_chunk_size is not None:
-            _at_least(self, "vae_chunk_size", 1)
+        check_bounds(self)
         if self.prior_loss_weight > 0 and not self.class_prompt:
             raise UserError(
                 "prior preservation needs --class-prompt (e.g. 'video of a dog'); "
@@ -312,15 +337,22 @@ class SampleConfig:
     weight at each step is the weight schedule's (``sampling.DynamicWeightSchedule``)."""
 
     num_inference_steps: int | None = setting(
-        None, help="DDIM steps (default: the base model's, 50)", flag="--steps", minimum=1
+        None,
+        help="DDIM steps (default: the base model's, 50)",
+        flag="--steps",
+        minimum=1,
+        maximum=1000,
     )
     guidance_scale: float | None = setting(
-        None, help="classifier-free guidance (default: the base model's, 12.0 for VideoCrafter2)"
+        None,
+        help="classifier-free guidance (default: the base model's, 12.0 for VideoCrafter2)",
+        **GUIDANCE,
     )
     guidance_scale_2: float | None = setting(
         None,
         help="Wan 2.2 A14B: guidance in the low-noise expert's steps (default: the model's, "
         "3.0; --guidance-scale is the high-noise expert's)",
+        **GUIDANCE,
     )
     eta: float | None = setting(None, help="DDIM eta (default: the base model's)", minimum=0.0)
     num_frames: int | None = setting(None, help="frames (default: the base model's)", minimum=1)
@@ -328,7 +360,7 @@ class SampleConfig:
     width: int | None = setting(None, help="width (default: the base model's)", minimum=1)
     fps: int | None = setting(None, help="frame rate it is made and saved at", minimum=1)
     negative_prompt: str | None = setting(None, help="prompt guidance steers away from")
-    seed: int = setting(0, help="seed of the initial noise and of DDIM's noise")
+    seed: int = setting(0, help="seed of the initial noise and of DDIM's noise", **SEED)
 
     def validate(self) -> None:
         """Check every value (``None`` stays the model's default)."""
@@ -384,33 +416,9 @@ def normalize(config) -> None:
         setattr(config, f.name, getattr(checked, f.name))
 
 
-def _flag(config, name: str) -> str:
-    """The command-line flag of a setting (``--steps`` for ``num_inference_steps``)."""
-    return flag_of(field_named(type(config), name))
-
-
 def _one_of(value: str, choices: tuple[str, ...], flag: str, what: str = "") -> None:
     if value not in choices:
         raise UserError(f"{flag} must be {what or ', '.join(choices)}; got {value!r}")
-
-
-def _at_least(config, name: str, low: int) -> None:
-    value = getattr(config, name)
-    if value is not None and value < low:
-        raise UserError(f"{_flag(config, name)} must be at least {low}, got {value}")
-
-
-def _finite(config, name: str, above: float | None = None, at_least: float | None = None):
-    value = getattr(config, name)
-    if value is None:
-        return
-    flag = _flag(config, name)
-    if not math.isfinite(value):
-        raise UserError(f"{flag} must be a number, got {value}")
-    if above is not None and value <= above:
-        raise UserError(f"{flag} must be more than {above:g}, got {value:g}")
-    if at_least is not None and value < at_least:
-        raise UserError(f"{flag} must be at least {at_least:g}, got {value:g}")
 
 
 def help_of(cls: type, name: str) -> str:

@@ -6,6 +6,7 @@ here knows about the web page; ``ui.py`` calls it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import threading
 import typing
@@ -134,6 +135,17 @@ def page_terms(message: str) -> str:
     return re.sub(r"--([a-z0-9-]+)", lambda m: m.group(1).replace("-", " "), message)
 
 
+def _one_at_a_time(job):
+    """``job`` runs once the session's device is free (``AppSession.busy``)."""
+
+    @functools.wraps(job)
+    def run(self, *args, **kwargs):
+        with self.busy:
+            return job(self, *args, **kwargs)
+
+    return run
+
+
 class TrainingStoppedByUser(UserError):
     pass
 
@@ -167,8 +179,12 @@ class AppSession:
         self._pipe = None
         self._pipe_key = None
         self.stop_requested = threading.Event()
+        #: held by the job that uses the device: a job waits for the one before it to end
+        #: (a stopped training ends at its next step, after writing a checkpoint)
+        self.busy = threading.Lock()
 
     # --- learn -------------------------------------------------------------------------------
+    @_one_at_a_time
     def learn(
         self,
         name: str,
@@ -187,6 +203,11 @@ class AppSession:
             raise UserError(
                 f"subject {name!r} is already learnt ({entry.step} steps, {entry.words}): "
                 "generate with it, or tick 'train again' to replace it"
+            )
+        if entry is not None and entry.state == "damaged" and not retrain:
+            raise UserError(
+                f"subject {name!r} has a damaged subject file ({entry.words}); tick 'train "
+                "again' to learn it anew"
             )
         # a stopped run resumes with the photos it started with, unless told to start over
         resume = entry is not None and entry.state == "stopped" and not retrain
@@ -260,6 +281,7 @@ class AppSession:
             self._pipe_key = key
         return self._pipe
 
+    @_one_at_a_time
     def generate(
         self,
         subject: str,
@@ -342,6 +364,7 @@ class AppSession:
         return Generated(videos, curve, weights, prompts)
 
     # --- score ---------------------------------------------------------------------------------
+    @_one_at_a_time
     def score(self, video: str | Path, subject: str | None = None) -> dict[str, Any]:
         """The paper's metrics the app has models for (CLIP with ``--clip``, DINO with
         ``--dino``; motion always) and, on a lab model, its detectors' reading."""

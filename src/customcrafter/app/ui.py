@@ -226,6 +226,8 @@ def build_app(session: AppSession) -> gr.Blocks:
                 [p.name for p in session.workspace.videos()],
                 label="generated video",
                 elem_id="scored-video",
+                # videos made after the page loaded are offered too (checked when scored)
+                allow_custom_value=True,
             )
             score_button = gr.Button("Score", elem_id="score")
             scores = gr.JSON(label="scores", elem_id="scores")
@@ -272,15 +274,20 @@ def build_app(session: AppSession) -> gr.Blocks:
 
             thread = threading.Thread(target=work, daemon=True)
             thread.start()
-            while thread.is_alive():
-                thread.join(0.5)
-                if state["total"]:
-                    loss = state["logs"].get("loss")
-                    text = f"step {state['step']} of {state['total']}"
-                    if loss is not None:
-                        text += f", loss {loss:.4f}"
-                    progress((state["step"], state["total"]), desc=text)
-                    yield f"training: {text}", gr.update(), gr.update()
+            try:
+                while thread.is_alive():
+                    thread.join(0.5)
+                    if state["total"]:
+                        loss = state["logs"].get("loss")
+                        text = f"step {state['step']} of {state['total']}"
+                        if loss is not None:
+                            text += f", loss {loss:.4f}"
+                        progress((state["step"], state["total"]), desc=text)
+                        yield f"training: {text}", gr.update(), gr.update()
+            finally:  # the job cancelled (page closed, queue cancelled): stop it, then end
+                if thread.is_alive():
+                    session.stop()
+                    thread.join()
             learnt = gr.update(choices=session.workspace.learnt())
             if isinstance(result.get("error"), TrainingStoppedByUser):
                 yield f"stopped: {result['error']}", _subject_rows(session), learnt
@@ -335,6 +342,8 @@ def build_app(session: AppSession) -> gr.Blocks:
         def score(name):
             if not name:
                 raise gr.Error("pick a generated video to score")
+            if name not in {p.name for p in session.workspace.videos()}:
+                raise gr.Error(f"no generated video {name!r} in {session.workspace.videos_dir}")
             try:
                 return session.score(session.workspace.videos_dir / name)
             except BaseException as exc:  # noqa: BLE001
@@ -343,12 +352,14 @@ def build_app(session: AppSession) -> gr.Blocks:
         score_button.click(score, scored, scores, concurrency_id=DEVICE, concurrency_limit=1)
 
         def refresh():
+            videos = session.workspace.videos()
             return (
                 _subject_rows(session),
                 gr.update(choices=session.workspace.learnt()),
-                [str(p) for p in session.workspace.videos()],
+                [str(p) for p in videos],
+                gr.update(choices=[p.name for p in videos]),
             )
 
-        demo.load(refresh, None, [subjects, subject, gallery], queue=False)
+        demo.load(refresh, None, [subjects, subject, gallery, scored], queue=False)
     demo.queue(default_concurrency_limit=1)
     return demo

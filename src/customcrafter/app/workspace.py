@@ -32,7 +32,9 @@ class SubjectEntry:
 
     name: str
     folder: Path
-    state: str  # "learnt", "stopped" (checkpoints, no module yet) or "photos"
+    #: "learnt", "stopped" (checkpoints, no module yet), "photos", or "damaged" (its subject
+    #: file cannot be read; ``words`` says why)
+    state: str
     step: int = 0
     base: str = ""
     words: str = ""
@@ -97,8 +99,10 @@ class Workspace:
             if (folder / SUBJECT_FILENAME).is_file():
                 try:
                     meta = read_metadata(folder)
-                except UserError:
-                    continue  # a damaged file is not offered; the CLI explains it
+                except UserError as exc:  # listed, so that it can be learnt again
+                    entry.state, entry.words = "damaged", str(exc)
+                    entries.append(entry)
+                    continue
                 entry.state, entry.base = "learnt", meta.base_model
                 entry.step = int(meta.training.get("max_train_steps", 0))
                 entry.words = ", ".join(meta.words)
@@ -106,7 +110,7 @@ class Workspace:
                 entry.state = "stopped"
                 entry.step = int(checkpoints[-1].name.rsplit("-", 1)[-1])
             entries.append(entry)
-        order = {"learnt": 0, "stopped": 1, "photos": 2}
+        order = {"learnt": 0, "stopped": 1, "photos": 2, "damaged": 3}
         return sorted(entries, key=lambda e: (order[e.state], e.name))
 
     def learnt(self) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..io.files import atomic_path
+from ..io.files import atomic_path, write_text
 from .cache import CACHE_FILE, MetricsCache, file_hash
 from .scoring import (
     METRIC_BY_KEY,
@@ -365,8 +365,3 @@ def sampling_label(method: MethodSpec) -> str:
     if method.module == "none":
         return "base model alone (token dropped)"
     return method.schedule.describe()
-
-
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")

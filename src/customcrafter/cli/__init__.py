@@ -15,6 +15,7 @@ import traceback
 from ..errors import UserError
 from . import app, benchmark, convert, demo, export, generate, probe, shapes, train
 from . import eval as eval_command
+from .args import CommandParser
 
 COMMANDS = (train, generate, export, convert, shapes, eval_command, probe, benchmark, demo, app)
 EXIT_CODES = """exit codes:
@@ -25,7 +26,7 @@ EXIT_CODES = """exit codes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="customcrafter",
         description="Subject-customized text-to-video generation (CustomCrafter).",
         epilog=EXIT_CODES,
@@ -39,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        args = build_parser().parse_args(argv)
         args.run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -49,12 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        from ..io.files import NO_SPACE, disk_full
+
+        if exc.errno not in NO_SPACE:
+            return _bug(exc)
+        print(f"error: {disk_full(exc.filename or 'a file')}", file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - anything else is ours to fix
-        traceback.print_exc()
-        print(
-            f"error: {type(exc).__name__}: {exc}\nThis is a bug in CustomCrafter, not in your "
-            "input: please report it with the traceback above and the command you ran.",
-            file=sys.stderr,
-        )
-        return 1
+        return _bug(exc)
     return 0
+
+
+def _bug(exc: BaseException) -> int:
+    traceback.print_exc()
+    print(
+        f"error: {type(exc).__name__}: {exc}\nThis is a bug in CustomCrafter, not in your "
+        "input: please report it with the traceback above and the command you ran.",
+        file=sys.stderr,
+    )
+    return 1

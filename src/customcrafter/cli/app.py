@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 from ..errors import UserError
+from .args import bounded
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -29,7 +31,12 @@ def add_parser(subparsers) -> None:
         help="where uploads, subjects and videos are written (default: customcrafter-app)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--port",
+        type=bounded(int, minimum=1, maximum=65535),
+        default=7860,
+        help="port to serve on (default: 7860; 1 to 65535)",
+    )
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--clip", help="CLIP model (hub id or folder) for the Score panel")
     parser.add_argument("--dino", help="DINO model (hub id or folder) for the Score panel")
@@ -38,7 +45,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..app.workspace import Workspace
+    from ..models.registry import check_base_model
 
+    check_base_model(args.base)  # at start, not at the first Learn
+    _check_port_free(args.host, args.port)
     workspace = Workspace(args.output_dir)
     # Gradio keeps uploads in its temporary folder first: make that the user's folder
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace.root / ".uploads"))
@@ -65,3 +75,17 @@ def run(args: argparse.Namespace) -> None:
         show_error=True,
         quiet=False,
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port that another program holds (or the system does not allow) before the
+    page starts."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        raise UserError(
+            f"cannot serve on {host}:{port} ({exc.strerror or exc}); another program may hold "
+            "the port: pass --port with another one"
+        ) from None

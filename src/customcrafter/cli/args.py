@@ -1,5 +1,6 @@
 """Command-line options made from the config dataclasses, one option per field, with the help
-text of the field's metadata (``config.setting``)."""
+text and bounds of the field's metadata (``config.setting``); the parser every command
+uses; and number types with declared bounds for the options that are no setting."""
 
 from __future__ import annotations
 
@@ -8,7 +9,60 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any
 
-from ..config import field_kind, split_items, split_pair
+from ..config import field_kind, number_text, out_of_bounds, split_items, split_pair
+from ..errors import UserError
+
+BOUNDS = ("minimum", "maximum", "above", "below")
+
+
+class UsageError(UserError):
+    """The command line does not parse: a missing or unknown option, a value of the wrong
+    type or out of its range."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose errors are ``UserError``s, so that every bad command line
+    ends as one ``error:`` line with exit code 2, like every other bad input."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def bounded(kind: type, **bounds):
+    """An argparse ``type`` for a number of ``kind`` within ``bounds`` (``minimum``,
+    ``maximum``, ``above``, ``below``), for options that are no config setting."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a {kind.__name__}, got {text!r}") from None
+        problem = out_of_bounds(value, **bounds)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def range_text(metadata) -> str:
+    """A setting's bounds for its help text: ``1 to 100``, ``at least 1``, ``0 or more and
+    below 1``."""
+    low, high = metadata.get("minimum"), metadata.get("maximum")
+    above, below = metadata.get("above"), metadata.get("below")
+    parts = []
+    if low is not None and high is not None:
+        parts.append(f"{number_text(low)} to {number_text(high)}")
+    elif low is not None:
+        parts.append(f"at least {number_text(low)}")
+    elif high is not None:
+        parts.append(f"at most {number_text(high)}")
+    if above is not None:
+        parts.append(f"more than {number_text(above)}")
+    if below is not None:
+        parts.append(f"below {number_text(below)}")
+    return " and ".join(parts)
 
 
 def add_config_arguments(
@@ -16,21 +70,26 @@ def add_config_arguments(
     cls: type,
     keep_unset: bool = False,
     skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> None:
     """One option per field of dataclass ``cls`` (``--learning-rate`` for
     ``learning_rate``; a bool gets ``--x`` / ``--no-x``, a list takes comma-separated items,
     a dict repeated ``KEY=VALUE``). With ``keep_unset``, options not given are left out of
-    the parsed namespace, so that a config file can fill them."""
+    the parsed namespace, so that a config file can fill them. ``only``: these fields alone.
+    The bounds are checked after parsing (``config.check_bounds``), under the flag's name."""
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
-        if f.name in skip:
+        if f.name in skip or (only is not None and f.name not in only):
             continue
         kind = hints[f.name]
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
         default = f.default if f.default is not MISSING else None
         help_text = f.metadata.get("help", "")
-        if default not in (None, ""):
-            help_text += f" (default: {default})"
+        notes = [f"default: {default}"] if default not in (None, "") else []
+        if range_text(f.metadata):
+            notes.append(range_text(f.metadata))
+        if notes:
+            help_text += f" ({'; '.join(notes)})"
         options: dict[str, Any] = {
             "dest": f.name,
             "help": help_text,

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from ..errors import UserError
 
 
 def add_parser(subparsers) -> None:
@@ -38,14 +42,32 @@ def run(args: argparse.Namespace) -> None:
     from ..subject import read_metadata
     from ..subject.export import export_subject
 
-    out = export_subject(
-        args.subject,
-        args.out,
-        args.format,
-        drop_token=args.drop_token,
-        overwrite=args.overwrite,
-        expert=args.expert,
-    )
+    started = time.time()
+    try:
+        out = export_subject(
+            args.subject,
+            args.out,
+            args.format,
+            drop_token=args.drop_token,
+            overwrite=args.overwrite,
+            expert=args.expert,
+        )
+    except KeyboardInterrupt:
+        raise ExportInterrupted(_what_is_left(Path(args.out), started)) from None
     identifier = read_metadata(args.subject).identifier
     named = f"; name the subject {identifier!r} in prompts" if identifier else ""
     print(f"wrote {out} ({args.format} LoRA{named})")
+
+
+class ExportInterrupted(UserError):
+    """Ctrl-C during an export; the message says whether the file was written."""
+
+    exit_code = 130
+
+
+def _what_is_left(out: Path, started: float) -> str:
+    """Writes are atomic: the file is either the complete new one or as it was."""
+    if out.is_file() and out.stat().st_mtime >= started:
+        return f"interrupted after {out} was written: it is complete"
+    state = "as it was" if out.exists() else "not written"
+    return f"interrupted before {out} was complete: it is {state}"

@@ -65,7 +65,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..io.files import check_writable
     from ..io.video import check_output_path, write_video
     from ..sampling import CustomCrafterPipeline
 
@@ -73,7 +72,6 @@ def run(args: argparse.Namespace) -> None:
     gif = out.with_suffix(".gif") if args.gif and out.suffix == ".mp4" else None
     if gif is not None:
         check_output_path(gif, args.overwrite)
-    check_writable(out.parent)  # before sampling, not after
     if args.no_subject and args.subject:
         raise UserError("--no-subject and --subject exclude each other")
     if not args.no_subject and not args.subject:

@@ -6,32 +6,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import DTYPES, default_device, default_dtype
+from ..config import DTYPES, SampleConfig, default_device, default_dtype, field_named
 from ..errors import UserError
+from ..sampling.dwvs import BandSchedule
+from .args import add_config_arguments, bounded, config_values
+
+#: the sampler settings a probe takes, as generate declares them
+SAMPLER = ("num_inference_steps", "guidance_scale", "eta", "seed")
 
 
 def _steps(text: str) -> list[int]:
+    step = bounded(int, minimum=0)
     try:
-        return [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
+        return [step(item) for item in text.split(",") if item.strip()]
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"takes comma-separated step counts, got {text!r}"
+            f"takes comma-separated step counts (0 or more), got {text!r}"
         ) from None
 
 
 def _common(parser: argparse.ArgumentParser, samples: int) -> None:
     parser.add_argument("--output-dir", required=True, help="folder for the JSON and charts")
     parser.add_argument(
-        "--samples", type=int, default=samples, help=f"noises per prompt (default: {samples})"
+        "--samples",
+        type=bounded(int, minimum=1, maximum=1000),
+        default=samples,
+        help=f"noises per prompt (default: {samples}; 1 to 1000)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noises (default: 0)")
-    parser.add_argument("--steps", type=int, help="sampling steps (default: the base model's)")
-    parser.add_argument("--guidance-scale", type=float, help="default: the base model's")
-    parser.add_argument(
-        "--eta",
-        type=float,
-        help="DDIM eta: 0 deterministic, 1 fresh noise at every step (default: the base model's)",
-    )
+    add_config_arguments(parser, SampleConfig, only=SAMPLER)
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, help="default: float16 on cuda, else float32")
 
@@ -88,8 +90,19 @@ def add_parser(subparsers) -> None:
         help="DINO model for the subject similarity off the shapes world (DINO-I against "
         "--references), e.g. facebook/dino-vits16",
     )
-    b.add_argument("--bands", type=int, default=5, help="bands of steps (default: 5)")
-    b.add_argument("--weight", type=float, default=1.0, help="module weight in the band")
+    b.add_argument(
+        "--bands",
+        type=bounded(int, minimum=1),
+        default=5,
+        help="bands of steps (default: 5; at most the sampling steps)",
+    )
+    weight = field_named(BandSchedule, "weight").metadata
+    b.add_argument(
+        "--weight",
+        type=bounded(float, minimum=weight["minimum"], maximum=weight["maximum"]),
+        default=1.0,
+        help="module weight in the band (default: 1.0)",
+    )
     _common(b, samples=4)
     b.set_defaults(run=run_bands)
 
@@ -104,9 +117,10 @@ def _pipeline(args, base: str | None, subject: str | None = None):
 
 
 def _settings(args) -> dict:
-    if args.eta is not None and not args.eta >= 0:
-        raise UserError(f"--eta must be 0 or more, got {args.eta}")
-    given = {"guidance_scale": args.guidance_scale, "eta": args.eta}
+    """The sampler settings given, checked as generate checks them (steps and seed apart)."""
+    config = SampleConfig(**config_values(args, SampleConfig))
+    config.validate()
+    given = {"guidance_scale": config.guidance_scale, "eta": config.eta}
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -138,6 +152,7 @@ def run_commitment(args: argparse.Namespace) -> None:
     from ..probe import commitment
     from ..probe.plot import plot_commitment
 
+    settings = _settings(args)  # before anything loads
     out = check_writable(args.output_dir, "--output-dir")
     pairs = _read_pairs(args.pairs) if args.pairs else None
     pipe = _pipeline(args, args.base)
@@ -148,9 +163,9 @@ def run_commitment(args: argparse.Namespace) -> None:
         samples=args.samples,
         seed=args.seed,
         scorer=args.scorer,
-        num_inference_steps=args.steps,
+        num_inference_steps=args.num_inference_steps,
         progress=not args.quiet,
-        **_settings(args),
+        **settings,
     )
     data = result.as_dict()
     write_json(out / "commitment.json", data)
@@ -162,11 +177,12 @@ def run_commitment(args: argparse.Namespace) -> None:
 def run_bands(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from ..io.files import check_writable, write_json
+    from ..io.files import check_writable, write_json, write_text
     from ..io.images import list_images, load_image
     from ..probe import bands
     from ..probe.plot import plot_bands
 
+    settings = _settings(args)  # before anything loads
     out = check_writable(args.output_dir, "--output-dir")
     pipe = _pipeline(args, args.base, args.subject)
     meta = pipe.subject.metadata
@@ -201,13 +217,13 @@ def run_bands(args: argparse.Namespace) -> None:
         weight=args.weight,
         samples=args.samples,
         seed=args.seed,
-        num_inference_steps=args.steps,
+        num_inference_steps=args.num_inference_steps,
         progress=not args.quiet,
-        **_settings(args),
+        **settings,
     )
     data = result.as_dict()
     write_json(out / "bands.json", data)
-    (out / "bands.md").write_text(result.table() + "\n")
+    write_text(out / "bands.md", result.table() + "\n")
     charts = plot_bands(data, out / "bands")
     print(result.table())
     print(f"written: {out / 'bands.json'}, {', '.join(str(c) for c in charts)}")

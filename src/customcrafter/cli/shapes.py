@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import SampleConfig
 from ..shapes.recipe import BaseRecipe
-from .args import add_config_arguments, config_values
+from .args import add_config_arguments, bounded, config_values
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +27,12 @@ def add_parser(subparsers) -> None:
         help="how often the model's clips show the prompt's color, background and motion",
     )
     evaluate.add_argument("--base", default="shapes", help="base model (default: shapes)")
-    evaluate.add_argument("--seeds", type=int, default=3, help="clips per held-out caption")
+    evaluate.add_argument(
+        "--seeds",
+        type=bounded(int, minimum=1, maximum=1000),
+        default=3,
+        help="clips per held-out caption (default: 3)",
+    )
     evaluate.add_argument("--out", help="also write the report as JSON here")
     evaluate.add_argument(
         "--split",
@@ -34,8 +40,7 @@ def add_parser(subparsers) -> None:
         default="held-out",
         help="held-out captions (the figure to report) or training captions (for tuning)",
     )
-    evaluate.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
-    evaluate.add_argument("--guidance-scale", type=float, help="default: the model's")
+    add_config_arguments(evaluate, SampleConfig, only=("num_inference_steps", "guidance_scale"))
     evaluate.set_defaults(run=run_evaluate_base)
 
 
@@ -52,10 +57,11 @@ def run_evaluate_base(args: argparse.Namespace) -> None:
     from ..models import load_base_model
     from ..shapes.evaluate import evaluate_base, format_report
 
+    SampleConfig(**config_values(args, SampleConfig)).validate()  # before the model loads
     report = evaluate_base(
         load_base_model(args.base),
         seeds=range(args.seeds),
-        num_inference_steps=args.steps,
+        num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale,
         split=args.split,
         progress=not args.quiet,

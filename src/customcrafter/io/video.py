@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from .files import atomic_path
+from .files import atomic_path, check_output_file
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 #: what read_video takes
@@ -30,15 +30,9 @@ def to_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def check_output_path(path: str | Path, overwrite: bool) -> Path:
-    """Refuse to replace an existing file unless ``overwrite``; check the suffix."""
-    path = Path(path)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserError(f"output {path} must end in {' or '.join(VIDEO_SUFFIXES)}")
-    if path.exists() and not overwrite:
-        raise UserError(f"{path} already exists; pass --overwrite to replace it")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not a file name")
-    return path
+    """Refuse to replace an existing file unless ``overwrite``; check the suffix, and that
+    the file can be written (``files.check_output_file``)."""
+    return check_output_file(path, overwrite, VIDEO_SUFFIXES)
 
 
 def write_video(path: str | Path, video, fps: int = 8, lossless: bool = False) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import TrainConfig, check_value, field_named
 from ..errors import UserError
 from .base import BaseVideoModel, LoraNaming
 from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
@@ -58,7 +59,7 @@ def load_base_model(
         model.name, model.lab = spec, named.lab
     elif spec == "tiny":
         model = build_tiny_t2v()
-    elif spec in ("tiny-wan", "tiny-wan-a14b"):
+    elif spec in TINY[1:]:
         model = build_tiny_wan(two_experts=spec == "tiny-wan-a14b")
     elif spec.startswith("wan:") or _names_wan(spec):
         model = WanModel.from_pretrained(spec.removeprefix("wan:"), torch_dtype=dtype)
@@ -78,8 +79,8 @@ def load_base_model(
         kind = spec.split(":", 1)[0]
         raise UserError(f"unknown base model kind {kind!r}; use one of: {base_model_help()}")
     if vae_chunk_size is not None:
-        if vae_chunk_size < 1:
-            raise UserError(f"the VAE chunk size must be at least 1, got {vae_chunk_size}")
+        bounds = field_named(TrainConfig, "vae_chunk_size")  # its range, declared there
+        check_value(bounds, vae_chunk_size, "the VAE chunk size")
         model.vae_chunk_size = vae_chunk_size
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
@@ -116,6 +117,42 @@ BACKENDS = (VideoCrafter2Model, DiffusersT2VModel, WanModel)
 def lora_namings() -> list[LoraNaming]:
     """How each family that exports names its layers in other tools' LoRA files."""
     return [backend.lora_naming for backend in BACKENDS if backend.lora_naming is not None]
+
+
+#: the test models built in code
+TINY = ("tiny", "tiny-wan", "tiny-wan-a14b")
+
+
+def check_base_model(spec: str) -> None:
+    """Refuse, without loading anything, a ``--base`` that names nothing this machine has:
+    not a named or test model, not a folder or checkpoint, not a hub id in the local cache."""
+    if not spec:
+        raise UserError(f"no base model given; use one of: {base_model_help()}")
+    if spec in TINY or named_base(spec) is not None:
+        return
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("videocrafter2", "wan", "diffusers"):
+        spec = rest
+    elif sep and not Path(spec).exists():
+        raise UserError(f"unknown base model kind {kind!r}; use one of: {base_model_help()}")
+    if Path(spec).expanduser().exists() or _cached(spec):
+        return
+    raise UserError(
+        f"the base model {spec!r} is neither a folder here nor a model in the local Hugging "
+        f"Face cache; use one of: {base_model_help()}"
+    )
+
+
+def _cached(spec: str) -> bool:
+    """A hub id whose ``model_index.json`` is in the local Hugging Face cache."""
+    if spec.count("/") != 1 or spec.startswith("/"):
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(spec, "model_index.json"), str)
+    except ValueError:  # not a valid hub id
+        return False
 
 
 def _names_wan(spec: str) -> bool:

@@ -10,6 +10,7 @@ late bands bring the look; if a late band alone also stops the motion, no ``k`` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -83,6 +84,16 @@ class BandResult:
         return "\n".join(lines)
 
 
+def _paper_schedule(steps: int) -> tuple[str, DynamicWeightSchedule, None]:
+    """The paper's DWVS row; on a base that samples fewer steps than the paper's ``k``, the
+    switch comes before the last step."""
+    paper = DynamicWeightSchedule()
+    if paper.k < steps:
+        return ("DWVS (paper)", paper, None)
+    clamped = dataclasses.replace(paper, k=steps - 1)
+    return (f"DWVS (paper, k {clamped.k} of {steps} steps)", clamped, None)
+
+
 def band_edges(steps: int, count: int) -> list[tuple[int, int]]:
     """``count`` bands covering the steps, as equal as whole steps allow."""
     if not 1 <= count <= steps:
@@ -135,7 +146,7 @@ def bands(
     ways: list[tuple[str, WeightSchedule, tuple[int, int] | None]] = [
         ("base (class word)", DynamicWeightSchedule.off(), None),
         (f"module at {weight:g}, every step", DynamicWeightSchedule.constant(weight), None),
-        ("DWVS (paper)", DynamicWeightSchedule(), None),
+        _paper_schedule(steps),
     ]
     for label, schedule in (extra or {}).items():
         ways.append((label, schedule, None))

@@ -236,4 +236,3 @@ class BandSchedule:
     def record(self) -> dict:
         # the layout benchmark records have had since bands were written as DWVS fields
         return {"lambda_s": 0.0, "lambda_l": self.weight, "k": 0, "band": (self.start, self.stop)}
-

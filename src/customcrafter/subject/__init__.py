@@ -1,14 +1,14 @@
 """The Spatial Subject Learning Module: which layers, LoRA via peft, the new tokens' embeddings,
 its file."""
 
-from .module import (
+from .file import (
     SUBJECT_FILENAME,
-    SpatialSubjectModule,
     SubjectMetadata,
-    check_compatible,
     read_metadata,
+    read_subject,
     resolve_subject_path,
 )
+from .module import SpatialSubjectModule, check_compatible
 from .targets import TARGET_PRESETS, resolve_targets
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "SubjectMetadata",
     "check_compatible",
     "read_metadata",
+    "read_subject",
     "resolve_subject_path",
     "resolve_targets",
 ]

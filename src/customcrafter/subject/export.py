@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import UserError
-from ..io.files import atomic_path
+from ..io.files import atomic_path, check_output_file
 from ..models.registry import lora_namings
-from .module import read_metadata, resolve_subject_path
+from .module import read_subject, resolve_subject_path
 
 FORMATS = tuple(dict.fromkeys(f for naming in lora_namings() for f in naming.formats))
 
@@ -42,12 +41,8 @@ def export_subject(
     if format not in FORMATS:
         raise UserError(f"--format is one of {', '.join(FORMATS)}, got {format!r}")
     path = resolve_subject_path(subject)
-    metadata = read_metadata(path)
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise UserError(f"the exported file is a .safetensors file, got {out.name}")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    out = check_output_file(out, overwrite, (".safetensors",), reads=(path,), what="exported file")
+    metadata, tensors = read_subject(path)
     namings = lora_namings()
     prefixes = sorted({p for n in namings for p in n.experts.values() if p}, key=len)
     targets, prefix = _expert_targets(path, metadata.targets, expert, prefixes)
@@ -71,8 +66,6 @@ def export_subject(
             "sks, written before the class word in the prompts) so that the LoRA alone "
             "carries it"
         )
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys() if k != "token_embeddings"}
     lora = _scaled(tensors, targets, prefix, metadata.rank, metadata.lora_alpha)
     converted = {
         key: value
@@ -88,7 +81,6 @@ def export_subject(
         "dropped_tokens": json.dumps(metadata.tokens if drop_token else []),
         "identifier": metadata.identifier or "",
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         save_file(converted, str(tmp), metadata=info)
     return out
@@ -110,7 +102,14 @@ def _expert_targets(
                 "model; diffusers loads the low one with load_lora_weights(..., "
                 "load_into_transformer_2=True))"
             )
-        return (high, "") if high else (low, low_prefix)
+        if not high:  # plain names would load into the high-noise expert
+            raise UserError(
+                f"{path} adapts only the low-noise expert (transformer_2) of Wan 2.2 A14B; "
+                "export it with --expert low and load it into that expert (ComfyUI: the "
+                "low-noise model; diffusers: load_lora_weights(..., "
+                "load_into_transformer_2=True))"
+            )
+        return high, ""
     if expert not in ("high", "low"):
         raise UserError(f"--expert is high or low, got {expert!r}")
     chosen = high if expert == "high" else low

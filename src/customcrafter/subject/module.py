@@ -1,124 +1,35 @@
 """The Spatial Subject Learning Module: peft LoRA on the spatial attention layers of a frozen
-base model plus the embeddings of the new subject tokens, saved as one safetensors file.
-
-The file holds ``<target>.lora_A.weight`` ``[r, in]`` and ``<target>.lora_B.weight``
-``[out, r]`` for every target, ``token_embeddings`` ``[n_tokens, d]``, and JSON metadata
-(``customcrafter`` entry) naming the base model, its architecture fingerprint, the targets,
-the rank, the tokens with their initializer words and the training settings. A subject trained
-with an existing identifier word (``--identifier sks``) has no tokens and no
-``token_embeddings``: its metadata names the word instead (format version 2).
-"""
+base model plus the embeddings of the new subject tokens, saved as one safetensors file
+(its format and checked reader: ``file.py``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..config import normalize
 from ..errors import UserError
 from ..io.files import atomic_path
 from ..models.base import BaseVideoModel
-from ..prompts import strip_tokens
+from .file import (
+    FORMAT_VERSION,
+    TOKEN_FORMAT_VERSION,
+    SubjectMetadata,
+    read_subject,
+    resolve_subject_path,
+)
 from .targets import resolve_targets
 from .tokens import SubjectTokenEmbedding, add_tokens, word_embedding
 
 ADAPTER = "subject"
-FORMAT_VERSION = 2
-#: files without an identifier word are still written as version 1, which older releases read
-TOKEN_FORMAT_VERSION = 1
-SUBJECT_FILENAME = "subject.safetensors"
-
-
-@dataclass
-class SubjectMetadata:
-    """What a subject module file says about itself."""
-
-    base_model: str
-    architecture_fingerprint: str
-    weights_fingerprint: str
-    target_preset: str
-    targets: list[str]
-    rank: int
-    lora_alpha: float
-    tokens: list[str]
-    initializer_words: dict[str, str]
-    training: dict[str, Any] = field(default_factory=dict)
-    format_version: int = TOKEN_FORMAT_VERSION
-    #: the existing word that names the subject in prompts when no token was learnt
-    identifier: str | None = None
-
-    @property
-    def words(self) -> list[str]:
-        """What names the subject in prompts: its new tokens, or its identifier word."""
-        return [self.identifier] if self.identifier else list(self.tokens)
-
-    def base_prompt(self, prompt: str) -> str:
-        """``prompt`` without the subject's tokens or identifier word: what the base model
-        and the class-word steps of a schedule see."""
-        return strip_tokens(prompt, [self.identifier] if self.identifier else ())
-
-
-def resolve_subject_path(path: str | Path) -> Path:
-    """Accept the training output folder or the file itself."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / SUBJECT_FILENAME
-    if not path.is_file():
-        raise UserError(
-            f"no subject module at {path}: give the training output folder or its {SUBJECT_FILENAME}"
-        )
-    return path
-
-
-def read_metadata(path: str | Path) -> SubjectMetadata:
-    """The metadata of a subject module file, checked: a damaged or foreign file is a
-    ``UserError`` that names it."""
-    path = resolve_subject_path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("customcrafter")
-    except Exception as exc:  # noqa: BLE001 - a damaged file is the user's to replace
-        raise UserError(f"{path} is not a readable safetensors file: {exc}") from exc
-    if raw is None:
-        raise UserError(f"{path} is a safetensors file but not a CustomCrafter subject module")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} has damaged metadata ({exc}); train the subject again") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} has damaged metadata (not a mapping); train the subject again")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise UserError(f"{path} was written by a newer CustomCrafter; upgrade to load it")
-    known = {f.name for f in fields(SubjectMetadata)}
-    required = {f.name for f in fields(SubjectMetadata) if f.default is MISSING}
-    required -= {f.name for f in fields(SubjectMetadata) if f.default_factory is not MISSING}
-    unknown, missing = sorted(set(data) - known), sorted(required - set(data))
-    if unknown or missing:
-        raise UserError(
-            f"{path} has damaged metadata (unknown fields {unknown}, missing {missing}); "
-            "train the subject again"
-        )
-    metadata = SubjectMetadata(**data)
-    try:
-        normalize(metadata)
-    except UserError as exc:
-        raise UserError(f"{path} has damaged metadata ({exc}); train the subject again") from None
-    if metadata.identifier is not None:
-        if metadata.tokens or metadata.initializer_words:
-            raise UserError(f"{path} names both an identifier and tokens; train the subject again")
-    elif not metadata.tokens or set(metadata.tokens) != set(metadata.initializer_words):
-        raise UserError(f"{path} names no subject tokens; train the subject again")
-    return metadata
 
 
 class SpatialSubjectModule:
@@ -213,9 +124,9 @@ class SpatialSubjectModule:
         model (architecture, or weights with ``strict``).
         """
         path = resolve_subject_path(path)
-        metadata = read_metadata(path)
+        metadata, tensors = read_subject(path)
         check_compatible(metadata, model, strict=strict)
-        tensors = _read_tensors(path, metadata)
+        _check_fits(path, metadata, tensors, model)
         _inject_lora(model, metadata)
         embedding = None
         if metadata.tokens:
@@ -375,27 +286,22 @@ def check_compatible(metadata: SubjectMetadata, model: BaseVideoModel, strict: b
         )
 
 
-def _read_tensors(path: Path, metadata: SubjectMetadata) -> dict[str, torch.Tensor]:
-    """The file's tensors, refused when the token embeddings are missing or misshapen or any
-    value is NaN or infinite (a module that would sample black videos)."""
-    with safe_open(str(path), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+def _check_fits(path: Path, metadata: SubjectMetadata, tensors: dict, model: BaseVideoModel):
+    """Refuse a file whose layers or token width the model does not have."""
+    modules = named_modules(model)
+    missing = [t for t in metadata.targets if t not in modules]
+    if missing:
+        raise UserError(
+            f"{path} adapts layers that {model.name!r} does not have (e.g. {missing[0]}); "
+            f"load it onto the base it was trained on, {metadata.base_model!r}"
+        )
     embeddings = tensors.get("token_embeddings")
-    if metadata.identifier is not None:
-        if embeddings is not None:
-            raise UserError(f"{path} names an identifier but holds token embeddings; train again")
-    elif embeddings is None or embeddings.ndim != 2 or len(embeddings) != len(metadata.tokens):
+    width = _unwrapped_embedding(model).embedding_dim
+    if embeddings is not None and embeddings.shape[1] != width:
         raise UserError(
-            f"{path} holds no embedding for each of its tokens {metadata.tokens}; "
-            "train the subject again"
+            f"{path}'s token embeddings are {embeddings.shape[1]} wide, the text encoder's "
+            f"{width}; it is damaged or from another base: train the subject again"
         )
-    broken = [k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all()]
-    if broken:
-        raise UserError(
-            f"{path} holds NaN or infinite values (in {broken[0]}); it is damaged or its "
-            "training diverged: train the subject again, with a lower --learning-rate"
-        )
-    return tensors
 
 
 def _inject_lora(model: BaseVideoModel, metadata: SubjectMetadata) -> None:

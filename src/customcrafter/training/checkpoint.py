@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import UserError
+from ..io.files import NO_SPACE, disk_full
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 
 logger = logging.getLogger(__name__)
@@ -96,9 +97,11 @@ def save_checkpoint(
     lr_scheduler,
     settings: dict,
     total_limit: int | None = None,
+    inputs: dict | None = None,
 ) -> Path:
     """Write ``checkpoint-<step>`` atomically; a failed write (a full disk) leaves nothing
-    behind and says so."""
+    behind and says so. ``inputs``: what the run learns from (a fingerprint of the photos),
+    checked when it resumes."""
     root = Path(output_dir) / CHECKPOINT_DIR
     final = root / f"checkpoint-{step}"
     tmp = root / f".checkpoint-{step}.partial"
@@ -109,13 +112,18 @@ def save_checkpoint(
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_states(), tmp / "rng.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "settings": settings}, indent=2))
+        state = {"step": step, "settings": settings, "inputs": inputs or {}}
+        (tmp / "state.json").write_text(json.dumps(state, indent=2))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except (OSError, RuntimeError) as exc:
+    except BaseException as exc:  # nothing half-written stays, whatever stopped the write
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"could not write the checkpoint {final}: {exc}") from None
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+            raise disk_full(final) from None
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise UserError(f"could not write the checkpoint {final}: {exc}") from None
+        raise
     if total_limit:
         for old in list_checkpoints(output_dir)[:-total_limit]:
             shutil.rmtree(old, ignore_errors=True)
@@ -139,6 +147,48 @@ def load_checkpoint(path: Path, subject: SpatialSubjectModule, optimizer, lr_sch
             "start again with --overwrite"
         ) from None
     return int(state["step"])
+
+
+#: settings a resumed run may change: how long it runs, how it keeps checkpoints, where its
+#: files are and how it fits in memory
+CHANGE_ON_RESUME = (
+    "max_train_steps",
+    "checkpointing_steps",
+    "checkpoints_total_limit",
+    "resume_from_checkpoint",
+    "overwrite",
+    "instance_data_dir",
+    "class_data_dir",
+    "output_dir",
+    "base_config",
+    "vae_chunk_size",
+)
+
+
+def check_resume(path: Path, settings: dict, inputs: dict, max_train_steps: int) -> None:
+    """Refuse to resume from the checkpoint ``path`` a run that would not continue it: one
+    whose settings (but those in ``CHANGE_ON_RESUME``) or photos differ from the
+    checkpoint's, or whose ``max_train_steps`` lies before the checkpoint's step."""
+    state = json.loads((path / "state.json").read_text())
+    step, stored = int(state["step"]), json.loads(json.dumps(state.get("settings", {})))
+    if step > max_train_steps:
+        raise UserError(
+            f"{path} is at step {step}, beyond --max-train-steps {max_train_steps}: give "
+            f"--max-train-steps {step} or more to go on from it, or start over with --overwrite"
+        )
+    now = json.loads(json.dumps(settings))
+    changed = [k for k in now if k not in CHANGE_ON_RESUME and k in stored and stored[k] != now[k]]
+    if changed:
+        what = ", ".join(f"{k} {stored[k]!r} -> {now[k]!r}" for k in changed)
+        raise UserError(
+            f"resuming from {path} with other settings than it was trained with ({what}): "
+            "resume with the same settings, or start over with --overwrite"
+        )
+    if state.get("inputs") and state["inputs"] != inputs:
+        raise UserError(
+            f"the photos in --instance-data-dir changed since {path} was written: resume with "
+            "the photos it started with, or start over with --overwrite"
+        )
 
 
 def _rng_states() -> dict:

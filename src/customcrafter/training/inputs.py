@@ -4,6 +4,7 @@ class clips, and, with ``--cache-inputs``, their encodings made once before the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -53,6 +54,15 @@ def check_inputs(config: TrainConfig):
         else:
             class_paths = list_images(config.class_data_dir, "class image")
     return tokens, init_words, instance_paths, class_paths
+
+
+def photos_fingerprint(paths: list[Path]) -> str:
+    """A digest of the photos' names and bytes: a resumed run checks it learns from the same
+    photos."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def generate_class_data(config, model, height, width, progress) -> list[Path]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from diffusers.optimization import get_scheduler
 from torch import nn
 from tqdm.auto import tqdm
@@ -29,10 +29,10 @@ from ..models.base import BaseVideoModel
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 from ..subject.module import for_experts
 from .cache import CachedBatch
-from .checkpoint import find_checkpoint, load_checkpoint
+from .checkpoint import check_resume, find_checkpoint, load_checkpoint
 from .data import StaticClipBatch
-from .inputs import check_inputs, datasets, encode_once, generate_class_data
-from .output import OutputFolder, check_output_dir
+from .inputs import check_inputs, datasets, encode_once, generate_class_data, photos_fingerprint
+from .output import OutputFolder, check_output_dir, hold_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -148,58 +148,62 @@ def train(
     """
     tokens, init_words, instance_paths, class_paths = check_inputs(config)
     out = Path(config.output_dir)
-    replacing = check_output_dir(out, config)
-    checkpoint = (
-        find_checkpoint(out, config.resume_from_checkpoint)
-        if config.resume_from_checkpoint
-        else None
-    )
-
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-    )
-    if model is None:
-        model = load_base_model(
-            config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
+    with hold_output_dir(out, enabled=PartialState().is_main_process):
+        replacing = check_output_dir(out, config)
+        checkpoint = (
+            find_checkpoint(out, config.resume_from_checkpoint)
+            if config.resume_from_checkpoint
+            else None
         )
-    model.to(accelerator.device)
-    config, height, width = _fitted_to(config, model)
 
-    # class images come from the plain base model, before the subject module exists
-    if config.prior_loss_weight > 0 and class_paths is None:
-        with accelerator.main_process_first():
-            class_paths = generate_class_data(
-                config, model, height, width, progress and accelerator.is_main_process
+        accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+        )
+        if model is None:
+            model = load_base_model(
+                config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
             )
+        model.to(accelerator.device)
+        config, height, width = _fitted_to(config, model)
+        inputs = {"instance_photos": photos_fingerprint(instance_paths)}
+        if checkpoint is not None:  # before anything is written
+            check_resume(checkpoint, config_to_dict(config), inputs, config.max_train_steps)
 
-    subject = _create_subject(config, model, init_words)
-    factor = model.vae_scale_factor
-    data = datasets(config, tokens, instance_paths, class_paths, height, width, factor)
-    output = OutputFolder(out, replacing, config_to_dict(config))
-    cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
-    embed_text = cache and not subject.trains_text_encoder
-    if cache:
-        data = encode_once(config, model, data, embed_text, progress)
-    parked = ([model.vae] + ([model.text_encoder] if embed_text else [])) if cache else []
-    for component in parked:  # off the GPU while training; back afterwards
-        component.to("cpu")
-    run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text)
-    try:
-        _fit(run, checkpoint, progress, callback)
-    finally:
-        for component in parked:
-            component.to(accelerator.device)
-    path = out / SUBJECT_FILENAME
-    if accelerator.is_main_process:
+        # class images come from the plain base model, before the subject module exists
+        if config.prior_loss_weight > 0 and class_paths is None:
+            with accelerator.main_process_first():
+                class_paths = generate_class_data(
+                    config, model, height, width, progress and accelerator.is_main_process
+                )
+
+        subject = _create_subject(config, model, init_words)
+        factor = model.vae_scale_factor
+        data = datasets(config, tokens, instance_paths, class_paths, height, width, factor)
+        output = OutputFolder(out, replacing, config_to_dict(config), inputs)
+        cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
+        embed_text = cache and not subject.trains_text_encoder
+        if cache:
+            data = encode_once(config, model, data, embed_text, progress)
+        parked = ([model.vae] + ([model.text_encoder] if embed_text else [])) if cache else []
+        for component in parked:  # off the GPU while training; back afterwards
+            component.to("cpu")
+        run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text)
         try:
-            subject.save(path, training=output.settings)
-        except OSError as exc:
-            raise UserError(
-                f"could not write {path}: {exc}; the last checkpoint is intact: free space and "
-                "run the same command with --resume-from-checkpoint latest"
-            ) from None
-    return path
+            _fit(run, checkpoint, progress, callback)
+        finally:
+            for component in parked:
+                component.to(accelerator.device)
+        path = out / SUBJECT_FILENAME
+        if accelerator.is_main_process:
+            try:
+                subject.save(path, training=output.settings)
+            except OSError as exc:
+                raise UserError(
+                    f"could not write {path}: {exc}; the last checkpoint is intact: free space and "
+                    "run the same command with --resume-from-checkpoint latest"
+                ) from None
+        return path
 
 
 def _fitted_to(config: TrainConfig, model: BaseVideoModel) -> tuple[TrainConfig, int, int]:

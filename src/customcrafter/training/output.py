@@ -5,9 +5,14 @@ lost nothing."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import TrainConfig
@@ -63,20 +68,25 @@ class OutputFolder:
 
     EARLIER = (SUBJECT_FILENAME, CHECKPOINT_DIR, "train_config.json")
 
-    def __init__(self, out: Path, replacing: bool, settings: dict):
+    def __init__(self, out: Path, replacing: bool, settings: dict, inputs: dict | None = None):
         self.out, self.replacing, self.settings = out, replacing, settings
+        self.inputs = inputs or {}
         self.started = False
 
     def save_checkpoint(self, step, subject, optimizer, lr_scheduler, limit) -> None:
         if self.started:
-            save_checkpoint(self.out, step, subject, optimizer, lr_scheduler, self.settings, limit)
+            save_checkpoint(
+                self.out, step, subject, optimizer, lr_scheduler, self.settings, limit, self.inputs
+            )
             return
         aside = self.out / PREVIOUS
         if self.replacing:
             _move(self.out, aside, self.EARLIER)
         try:
             write_json(self.out / "train_config.json", self.settings)
-            save_checkpoint(self.out, step, subject, optimizer, lr_scheduler, self.settings, limit)
+            save_checkpoint(
+                self.out, step, subject, optimizer, lr_scheduler, self.settings, limit, self.inputs
+            )
         except BaseException:
             if self.replacing:
                 _move(aside, self.out, self.EARLIER)
@@ -95,3 +105,68 @@ class OutputFolder:
             )
         kept = "; the earlier results in the folder are unchanged" if self.replacing else ""
         return f"training interrupted at step {step}; no checkpoint was written yet{kept}."
+
+
+#: the file that says a run is writing into the folder
+LOCK = ".customcrafter.lock"
+
+
+@contextmanager
+def hold_output_dir(out: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``out`` for one training run: a second run into the same folder is refused at
+    start, naming the first; the lock goes on every exit, and one left by a run that died
+    (its process no longer runs) is named and taken over. ``enabled``: only the main
+    process of a multi-process run holds it."""
+    if not enabled:
+        yield
+        return
+    check_writable(out, "--output-dir")
+    lock = out / LOCK
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%c")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            _refuse_or_clear(lock)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump(mine, handle)
+        break
+    else:  # pragma: no cover - the stale lock came back between two tries
+        raise UserError(f"{out} is being written by another run; give another --output-dir")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _refuse_or_clear(lock: Path) -> None:
+    """Refuse when the run that holds ``lock`` still runs; remove the lock when it does not."""
+    try:
+        holder = json.loads(lock.read_text())
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        holder, pid, host = {}, None, ""
+    if pid is not None and (host != socket.gethostname() or _running(pid)):
+        where = f" on {host}" if host != socket.gethostname() else ""
+        raise UserError(
+            f"{lock.parent} is being written by another training run (process {pid}{where}, "
+            f"since {holder.get('since', '?')}); wait for it to end, or give another "
+            f"--output-dir (if that run is gone, delete {lock})"
+        )
+    logger.warning(
+        "%s was left by a run that ended without releasing it (process %s); taking it over",
+        lock,
+        pid if pid is not None else "unknown",
+    )
+    lock.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
