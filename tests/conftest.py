@@ -1,3 +1,10 @@
+import os
+from pathlib import Path
+
+# the tests run offline: a name that is no local folder is looked up in the local Hugging
+# Face cache only (set before huggingface_hub reads it, on import)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -40,3 +47,26 @@ def class_dir(tmp_path):
     folder = tmp_path / "class"
     write_images(folder, count=2, seed=1)
     return folder
+
+
+def learn_tiny_subject(root: Path) -> Path:
+    """Photos in ``root/photos`` and, learnt from them in one step, a tiny subject with a
+    learnt token in ``root/subject`` (returned)."""
+    from customcrafter.cli import main
+
+    write_images(root / "photos")
+    argv = ["-q", "train", "--base", "tiny", "--instance-data-dir", str(root / "photos"),
+            "--instance-prompt", "a <new1> dog", "--prior-loss-weight", "0", "--output-dir",
+            str(root / "subject"), "--max-train-steps", "1", "--train-frames", "2"]  # fmt: skip
+    assert main(argv) == 0
+    return root / "subject"
+
+
+def wan_identifier_subject(path: Path) -> Path:
+    """A tiny-wan subject named by the identifier word ``sks`` (it exports without dropping
+    a token), saved at ``path``."""
+    from customcrafter.models.wan import build_tiny_wan
+    from customcrafter.subject import SpatialSubjectModule
+
+    module = SpatialSubjectModule.create(build_tiny_wan(), {}, identifier="sks")
+    return module.save(path)

@@ -434,3 +434,14 @@ def test_ctrl_c_during_export_says_whether_the_file_was_written(
     assert main(argv) == 130
     assert f"interrupted after {out} was written: it is complete" in capsys.readouterr().err
     assert out.is_file()
+
+
+def test_a_full_disk_during_an_overwrite_keeps_the_earlier_results(
+    trained, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "subject"
+    shutil.copytree(trained / "subject", out)
+    before = snapshot(out)
+    monkeypatch.setattr("customcrafter.subject.module.save_file", _full)
+    refused(train_args(trained / "photos", out, "--overwrite"), capsys, "No space left on device")
+    assert snapshot(out) == before

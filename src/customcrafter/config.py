@@ -25,6 +25,11 @@ from .errors import UserError
 
 #: the seeds every random draw takes (what torch's and numpy's generators both accept)
 SEED = {"minimum": 0, "maximum": 2**32 - 1}
+#: the sizes a video may have (beyond them no model samples, and the numbers overflow)
+MAX_FRAMES = 1024
+SIDE = {"minimum": 1, "maximum": 8192}
+#: the longest a run may be (beyond it the numbers overflow, and no run ends)
+MAX_STEPS = 10_000_000
 #: classifier-free guidance: 1 is none; beyond 100 a video is saturated noise
 GUIDANCE = {"minimum": 0.0, "maximum": 100.0}
 #: the authors' CLIP (OpenAI ViT-B/32) and DINO models for the metrics
@@ -166,6 +171,7 @@ class TrainConfig:
         None,
         help="frames per VAE call; lower it to save memory (default: the model's)",
         minimum=1,
+        maximum=4096,
     )
     instance_data_dir: str = setting("", help="folder with 3-10 photos of the subject")
     instance_prompt: str = setting(
@@ -181,7 +187,10 @@ class TrainConfig:
         "and cached",
     )
     num_class_images: int = setting(
-        200, help="class images to generate when --class-data-dir is absent", minimum=0
+        200,
+        help="class images to generate when --class-data-dir is absent",
+        minimum=0,
+        maximum=100_000,
     )
     class_sampling_steps: int = setting(
         50, help="DDIM steps for each generated class image", minimum=1, maximum=1000
@@ -236,6 +245,7 @@ class TrainConfig:
         "authors' code; 1 on Wan, each photo one latent frame, which kept more motion in "
         "the lab study, docs/results/lab.md)",
         minimum=1,
+        maximum=MAX_FRAMES,
     )
     cache_inputs: bool | None = setting(
         None,
@@ -251,10 +261,8 @@ class TrainConfig:
         minimum=1,
         maximum=100,
     )
-    height: int | None = setting(
-        None, help="training height (default: the base model's)", minimum=1
-    )
-    width: int | None = setting(None, help="training width (default: the base model's)", minimum=1)
+    height: int | None = setting(None, help="training height (default: the base model's)", **SIDE)
+    width: int | None = setting(None, help="training width (default: the base model's)", **SIDE)
     augment: bool = setting(
         True,
         help="Custom Diffusion rescale augmentation with masked loss, and horizontal flips",
@@ -263,31 +271,35 @@ class TrainConfig:
     scale_lr: bool = setting(
         False, help="multiply the learning rate by GPUs x batch size x accumulation steps"
     )
-    weight_decay: float = setting(1e-2, help="AdamW weight decay", minimum=0.0)
+    weight_decay: float = setting(1e-2, help="AdamW weight decay", minimum=0.0, maximum=10.0)
     adam_beta1: float = setting(0.9, help="AdamW beta1", minimum=0.0, below=1.0)
     adam_beta2: float = setting(0.999, help="AdamW beta2", minimum=0.0, below=1.0)
-    adam_epsilon: float = setting(1e-8, help="AdamW epsilon", above=0.0)
-    max_grad_norm: float = setting(1.0, help="gradient clipping norm (0: no clipping)", minimum=0.0)
+    adam_epsilon: float = setting(1e-8, help="AdamW epsilon", above=0.0, maximum=1.0)
+    max_grad_norm: float = setting(
+        1.0, help="gradient clipping norm (0: no clipping)", minimum=0.0, maximum=1e6
+    )
     lr_scheduler: str = setting(
         "constant", help="constant, constant_with_warmup, linear, cosine, ..."
     )
-    lr_warmup_steps: int = setting(0, help="learning-rate warm-up steps", minimum=0)
+    lr_warmup_steps: int = setting(
+        0, help="learning-rate warm-up steps", minimum=0, maximum=MAX_STEPS
+    )
     loss: str = setting("mse", help="mse (the paper) or l1 (the authors' code)")
     train_batch_size: int = setting(
-        1, help="instance clips per step (as many class clips)", minimum=1
+        1, help="instance clips per step (as many class clips)", minimum=1, maximum=1024
     )
     gradient_accumulation_steps: int = setting(
-        1, help="micro-batches per optimizer step", minimum=1
+        1, help="micro-batches per optimizer step", minimum=1, maximum=1024
     )
-    max_train_steps: int = setting(10_000, help="optimizer steps", minimum=1)
+    max_train_steps: int = setting(10_000, help="optimizer steps", minimum=1, maximum=MAX_STEPS)
     gradient_checkpointing: bool = setting(False, help="trade compute for memory in the UNet")
     mixed_precision: str = setting("no", help="no, fp16 or bf16")
     seed: int = setting(0, help="seed of every random draw of the run", **SEED)
     checkpointing_steps: int = setting(
-        500, help="save a resumable checkpoint every N steps", minimum=1
+        500, help="save a resumable checkpoint every N steps", minimum=1, maximum=MAX_STEPS
     )
     checkpoints_total_limit: int | None = setting(
-        3, help="keep only the newest N checkpoints", minimum=1
+        3, help="keep only the newest N checkpoints", minimum=1, maximum=MAX_STEPS
     )
     resume_from_checkpoint: str | None = setting(None, help="'latest' or a checkpoint folder")
     overwrite: bool = setting(
@@ -354,11 +366,20 @@ class SampleConfig:
         "3.0; --guidance-scale is the high-noise expert's)",
         **GUIDANCE,
     )
-    eta: float | None = setting(None, help="DDIM eta (default: the base model's)", minimum=0.0)
-    num_frames: int | None = setting(None, help="frames (default: the base model's)", minimum=1)
-    height: int | None = setting(None, help="height (default: the base model's)", minimum=1)
-    width: int | None = setting(None, help="width (default: the base model's)", minimum=1)
-    fps: int | None = setting(None, help="frame rate it is made and saved at", minimum=1)
+    eta: float | None = setting(
+        None,
+        help="DDIM eta: 0 deterministic, 1 fresh noise at every step (default: the base model's)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    num_frames: int | None = setting(
+        None, help="frames (default: the base model's)", minimum=1, maximum=MAX_FRAMES
+    )
+    height: int | None = setting(None, help="height (default: the base model's)", **SIDE)
+    width: int | None = setting(None, help="width (default: the base model's)", **SIDE)
+    fps: int | None = setting(
+        None, help="frame rate it is made and saved at", minimum=1, maximum=240
+    )
     negative_prompt: str | None = setting(None, help="prompt guidance steers away from")
     seed: int = setting(0, help="seed of the initial noise and of DDIM's noise", **SEED)
 

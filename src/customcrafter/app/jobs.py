@@ -103,7 +103,7 @@ def schedule_controls(schedule: type = DynamicWeightSchedule) -> list[Control]:
         if field_kind(hint) is bool:
             controls.append(Control(f.name, "checkbox", f.default, help_text, paper=False))
             continue
-        step, top = meta.get("slider_step"), meta.get("maximum") or meta.get("slider_max")
+        step, top = meta.get("slider_step"), meta.get("slider_max") or meta.get("maximum")
         if top is None:  # no range to slide over: a number, empty while unset
             label = f"{f.name}: {help_text} (empty: not used)"
             controls.append(Control(f.name, "number", f.default, label, paper=False))

@@ -58,6 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-motion", action="store_true", help="skip dynamic degree and flow")
     parser.add_argument("--json", help="also write the scores to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.set_defaults(run=run)
     return parser
@@ -66,10 +67,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict:
     """Score ``args.video``; prints a table and returns ``{"videos": [...], "mean": {...}}``."""
     from ..evaluation import ClipScorer, DinoScorer, evaluate_video
-    from ..io.files import write_json
+    from ..io.files import check_output_file, write_json
     from ..io.images import list_images, load_image
     from ..io.video import read_video
 
+    if args.json:  # before any scoring
+        check_output_file(args.json, args.overwrite, (".json",), reads=args.video, what="--json")
     references = None
     if args.references:
         references = [load_image(p) for p in list_images(args.references, "reference image")]

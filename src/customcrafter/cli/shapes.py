@@ -33,7 +33,8 @@ def add_parser(subparsers) -> None:
         default=3,
         help="clips per held-out caption (default: 3)",
     )
-    evaluate.add_argument("--out", help="also write the report as JSON here")
+    evaluate.add_argument("--out", help="also write the report as JSON here (a .json file)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     evaluate.add_argument(
         "--split",
         choices=["held-out", "train"],
@@ -53,11 +54,13 @@ def run_train_base(args: argparse.Namespace) -> None:
 
 
 def run_evaluate_base(args: argparse.Namespace) -> None:
-    from ..io.files import write_json
+    from ..io.files import check_output_file, write_json
     from ..models import load_base_model
     from ..shapes.evaluate import evaluate_base, format_report
 
     SampleConfig(**config_values(args, SampleConfig)).validate()  # before the model loads
+    if args.out:
+        check_output_file(args.out, args.overwrite, (".json",), what="--out")
     report = evaluate_base(
         load_base_model(args.base),
         seeds=range(args.seeds),

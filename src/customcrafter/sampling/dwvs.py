@@ -94,7 +94,11 @@ class DynamicWeightSchedule:
         LAMBDA_L, help="subject-module weight while appearance is repaired", **_WEIGHT
     )
     k: int = setting(
-        K, help="steps at --lambda-s before switching to --lambda-l", minimum=0, slider_max=100
+        K,
+        help="steps at --lambda-s before switching to --lambda-l",
+        minimum=0,
+        maximum=1000,
+        slider_max=100,
     )
     switch_sigma: float | None = setting(
         None,

@@ -6,66 +6,67 @@ how each was chosen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..config import SEED, check_bounds, setting
 from ..errors import UserError
 
-
-def _help(text: str) -> dict:
-    return {"help": text}
+#: the range of step counts, batch sizes and pools (beyond it a run would not end)
+_COUNT = {"minimum": 1, "maximum": 10_000_000}
+_RATE = {"above": 0.0, "maximum": 1.0}
 
 
 @dataclass
 class BaseRecipe:
     """Everything that defines a shapes-model training run."""
 
-    seed: int = field(default=0, metadata=_help("seed of the weights, the data and the noise"))
-    vae_steps: int = field(default=800, metadata=_help("VAE training steps"))
-    vae_batch_size: int = field(default=64, metadata=_help("frames per VAE step"))
-    vae_learning_rate: float = field(default=1e-3, metadata=_help("VAE learning rate (AdamW)"))
-    vae_kl_weight: float = field(default=1e-5, metadata=_help("weight of the VAE's KL term"))
-    pool_size: int = field(
-        default=16384, metadata=_help("clips encoded once for the diffusion stage")
+    seed: int = setting(0, help="seed of the weights, the data and the noise", **SEED)
+    vae_steps: int = setting(800, help="VAE training steps", **_COUNT)
+    vae_batch_size: int = setting(64, help="frames per VAE step", minimum=1, maximum=4096)
+    vae_learning_rate: float = setting(1e-3, help="VAE learning rate (AdamW)", **_RATE)
+    vae_kl_weight: float = setting(
+        1e-5, help="weight of the VAE's KL term", minimum=0.0, maximum=1.0
     )
-    steps: int = field(default=2000, metadata=_help("UNet training steps"))
-    batch_size: int = field(default=32, metadata=_help("clips per UNet step"))
-    learning_rate: float = field(default=1e-3, metadata=_help("peak UNet learning rate"))
-    warmup_steps: int = field(default=200, metadata=_help("linear learning-rate warm-up"))
-    final_lr_fraction: float = field(
-        default=0.1, metadata=_help("where the cosine decay ends, as a share of the peak")
+    pool_size: int = setting(
+        16384, help="clips encoded once for the diffusion stage", minimum=1, maximum=1_000_000
     )
-    ema_decay: float = field(
-        default=0.999, metadata=_help("decay of the weight average that is exported")
+    steps: int = setting(2000, help="UNet training steps", **_COUNT)
+    batch_size: int = setting(32, help="clips per UNet step", minimum=1, maximum=4096)
+    learning_rate: float = setting(1e-3, help="peak UNet learning rate", **_RATE)
+    warmup_steps: int = setting(
+        200, help="linear learning-rate warm-up", minimum=0, maximum=10_000_000
     )
-    caption_dropout: float = field(
-        default=0.1, metadata=_help("share of empty captions (classifier-free guidance)")
+    final_lr_fraction: float = setting(
+        0.1,
+        help="where the cosine decay ends, as a share of the peak",
+        minimum=0.0,
+        maximum=1.0,
     )
-    train_text_encoder: bool = field(
-        default=False,
-        metadata=_help("train the text tower too (frozen, as VideoCrafter2 keeps OpenCLIP)"),
+    ema_decay: float = setting(
+        0.999, help="decay of the weight average that is exported", minimum=0.0, below=1.0
     )
-    temporal_cross_attention: bool = field(
-        default=True,
-        metadata=_help("the temporal transformers also attend to the prompt"),
+    caption_dropout: float = setting(0.1, help="share of empty captions (classifier-free guidance)")
+    train_text_encoder: bool = setting(
+        False, help="train the text tower too (frozen, as VideoCrafter2 keeps OpenCLIP)"
     )
-    color_dropout: float = field(
-        default=0.2,
-        metadata=_help("share of captions without the object's color (class-word prompts)"),
+    temporal_cross_attention: bool = setting(
+        True, help="the temporal transformers also attend to the prompt"
     )
-    high_noise_share: float = field(
-        default=0.5,
-        metadata=_help("share of timesteps from the noisiest third, where motion is decided"),
+    color_dropout: float = setting(
+        0.2, help="share of captions without the object's color (class-word prompts)"
     )
-    latent_size: int = field(
-        default=8,
-        metadata=_help(
-            "latent frame size: 8 (ships) or 16 (one VAE down block fewer, one UNet level"
-            " more; about 3x the UNet cost per step)"
-        ),
+    high_noise_share: float = setting(
+        0.5, help="share of timesteps from the noisiest third, where motion is decided"
     )
-    checkpoint_every: int = field(default=250, metadata=_help("steps between saved states"))
+    latent_size: int = setting(
+        8,
+        help="latent frame size: 8 (ships) or 16 (one VAE down block fewer, one UNet level "
+        "more; about 3x the UNet cost per step)",
+    )
+    checkpoint_every: int = setting(250, help="steps between saved states", **_COUNT)
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         if self.latent_size not in (8, 16):
             raise UserError(f"latent_size is 8 or 16 (got {self.latent_size})")
         for name in ("caption_dropout", "color_dropout", "high_noise_share"):
