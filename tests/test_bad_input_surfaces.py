@@ -445,3 +445,21 @@ def test_a_full_disk_during_an_overwrite_keeps_the_earlier_results(
     monkeypatch.setattr("customcrafter.subject.module.save_file", _full)
     refused(train_args(trained / "photos", out, "--overwrite"), capsys, "No space left on device")
     assert snapshot(out) == before
+
+
+def test_the_score_list_takes_a_video_made_after_the_page_loaded(trained, tmp_path):
+    gr = pytest.importorskip("gradio")
+    from customcrafter.app.jobs import AppSession
+    from customcrafter.app.ui import build_app
+    from customcrafter.app.workspace import Workspace
+
+    session = AppSession(Workspace(tmp_path / "app"), base="tiny", device="cpu")
+    page = build_app(session)  # no videos yet: the list starts empty
+    scored = next(
+        block
+        for block in page.blocks.values()
+        if isinstance(block, gr.Dropdown) and block.elem_id == "scored-video"
+    )
+    assert scored.preprocess("20261204-120000-0-star-0-dwvs.mp4") == (
+        "20261204-120000-0-star-0-dwvs.mp4"
+    )
