@@ -7,6 +7,7 @@ from dataclasses import fields
 
 from ..config import (
     DTYPES,
+    STORAGE,
     SampleConfig,
     TrainConfig,
     check_value,
@@ -45,6 +46,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=DTYPES, help="default: float16 on cuda, else float32")
     parser.add_argument("--vae-chunk-size", type=int, help=help_of(TrainConfig, "vae_chunk_size"))
+    for name in ("weights_dtype", "text_encoder_dtype"):
+        flag = flag_of(field_named(TrainConfig, name))
+        parser.add_argument(flag, choices=STORAGE, help=help_of(TrainConfig, name))
     parser.add_argument(
         "--offload",
         choices=["model", "sequential"],
@@ -95,6 +99,8 @@ def run(args: argparse.Namespace) -> None:
         base_config=args.base_config,
         vae_chunk_size=args.vae_chunk_size,
         offload=args.offload,
+        weights_dtype=args.weights_dtype,
+        text_encoder_dtype=args.text_encoder_dtype,
     )
     result = pipe(
         args.prompt,

@@ -40,6 +40,12 @@ class LoraNaming(Protocol):
         """The file entries of one layer's LoRA (its scale folded into ``b``)."""
 
 
+#: the dtypes frozen weights may be stored in (``--weights-dtype``), computed in another
+STORAGE_DTYPES = {"float8": torch.float8_e4m3fn}
+#: the module names of peft's LoRA matrices: never stored in float8
+LORA_LAYER_NAMES = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B")
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     """The base model's own sampling settings."""
@@ -117,6 +123,10 @@ class BaseVideoModel(ABC):
         self.vae_scale_factor = vae_scale_factor(vae)
         #: ``None``, ``"model"`` or ``"sequential"`` once ``enable_cpu_offload`` ran
         self.offload: str | None = None
+        #: the dtype the denoisers' frozen weights are kept in when ``store_weights`` made it
+        #: differ from the one they compute in (``compute_dtype``)
+        self.storage_dtype: torch.dtype | None = None
+        self.compute_dtype: torch.dtype | None = None
         self._execution_device: torch.device | None = None
         self.freeze()
 
@@ -258,17 +268,60 @@ class BaseVideoModel(ABC):
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype the denoiser computes in (its weights' dtype unless ``store_weights``
+        keeps them in another)."""
+        if self.compute_dtype is not None:
+            return self.compute_dtype
         return next(self.unet.parameters()).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         kwargs = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         if kwargs and self.offload:
             raise RuntimeError("the model is CPU-offloaded; choose the device before offloading")
+        if dtype is not None and self.compute_dtype is not None:
+            raise RuntimeError("the weights are stored in float8; cast them before storing")
         if kwargs:
             for module in self._components():
                 # nn.Module's own cast: diffusers' warns about float32 modules none of these have
                 nn.Module.to(module, **kwargs)
         return self
+
+    def store_weights(self, storage_dtype: torch.dtype, compute_dtype: torch.dtype) -> None:
+        """Keep the denoisers' frozen weights in ``storage_dtype`` (``torch.float8_e4m3fn``:
+        half of bf16's memory) and compute every layer in ``compute_dtype``, each cast up as
+        it runs and back after (diffusers' layerwise casting, with its skips for norms,
+        embeddings and patchify; a subject module's LoRA keeps its own dtype). For good:
+        the weights are not cast back."""
+        from diffusers.hooks import apply_layerwise_casting
+        from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+        for expert in self.experts().values():
+            own = getattr(expert, "_skip_layerwise_casting_patterns", None) or ()
+            skip = (*DEFAULT_SKIP_MODULES_PATTERN, *own, *LORA_LAYER_NAMES)
+            apply_layerwise_casting(expert, storage_dtype, compute_dtype, skip)
+        self.storage_dtype, self.compute_dtype = storage_dtype, compute_dtype
+
+    def store_text_encoder(self, storage_dtype: torch.dtype, compute_dtype: torch.dtype) -> None:
+        """The text encoder's linear layers kept in ``storage_dtype`` and computed in
+        ``compute_dtype``, as ``store_weights`` does for the denoisers."""
+        from diffusers.hooks import apply_layerwise_casting
+
+        apply_layerwise_casting(self.text_encoder, storage_dtype, compute_dtype)
+
+    def store(
+        self, weights: str | None, text_encoder: str | None, compute_dtype: torch.dtype
+    ) -> None:
+        """``--weights-dtype`` and ``--text-encoder-dtype`` (``"float8"`` or ``None``, as
+        they are): the weights cast to ``compute_dtype`` first, here, where they are."""
+        if weights is None and text_encoder is None:
+            return
+        self.weights_fingerprint()  # of the weights as they were
+        self.to(dtype=compute_dtype)
+        if weights is not None:
+            self.store_weights(STORAGE_DTYPES[weights], compute_dtype)
+        if text_encoder is not None:
+            self.store_text_encoder(STORAGE_DTYPES[text_encoder], compute_dtype)
+        self.compute_dtype = compute_dtype
 
     def enable_cpu_offload(self, mode: str, device: torch.device | str = "cuda") -> None:
         """Keep the weights in CPU memory and compute on ``device`` (accelerate hooks).
@@ -363,12 +416,20 @@ class BaseVideoModel(ABC):
 
     def weights_fingerprint(self) -> str:
         """Hash of a few weight values: tells same-architecture models apart (ModelScope vs
-        Zeroscope) without reading every tensor."""
+        Zeroscope) without reading every tensor. Taken once, before the weights are cast
+        (``remember_weights``): a model cast to bf16 or stored in float8 is still the model
+        its subject modules were trained on."""
+        if getattr(self, "_weights_fingerprint", None) is None:
+            self.remember_weights()
+        return self._weights_fingerprint
+
+    def remember_weights(self) -> None:
+        """Take the weights fingerprint now, as the weights are (before a cast)."""
         h = hashlib.sha256()
         params = [p for n, p in self.unet.named_parameters() if "lora_" not in n]
         for p in (params[0], params[len(params) // 2], params[-1]):
             h.update(p.detach().float().cpu().flatten()[:256].numpy().tobytes())
-        return h.hexdigest()[:16]
+        self._weights_fingerprint = h.hexdigest()[:16]
 
 
 def vae_scale_factor(vae: nn.Module) -> int:

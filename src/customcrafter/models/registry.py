@@ -82,6 +82,8 @@ def load_base_model(
         bounds = field_named(TrainConfig, "vae_chunk_size")  # its range, declared there
         check_value(bounds, vae_chunk_size, "the VAE chunk size")
         model.vae_chunk_size = vae_chunk_size
+    if dtype is not None:
+        model.remember_weights()  # of the weights as they were, not as cast
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model

@@ -56,6 +56,8 @@ class CustomCrafterPipeline:
         base_config: str | Path | None = None,
         vae_chunk_size: int | None = None,
         offload: str | None = None,
+        weights_dtype: str | None = None,
+        text_encoder_dtype: str | None = None,
     ) -> CustomCrafterPipeline:
         """Load a base model (by default the one the subject module was trained on) and the
         subject module file or training folder ``subject``.
@@ -64,18 +66,31 @@ class CustomCrafterPipeline:
         ``vae_chunk_size``: frames per VAE call (lower it to save memory).
         ``offload``: ``"model"`` or ``"sequential"`` CPU offload onto ``device`` (see
         ``BaseVideoModel.enable_cpu_offload``) for GPUs too small to hold the model.
+        ``weights_dtype`` / ``text_encoder_dtype``: ``"float8"`` keeps the denoisers' (the
+        text encoder's) weights in float8 and computes in ``dtype`` (default bfloat16),
+        cast on the CPU before they move to ``device``; the LoRA then runs unfolded.
         """
         if base is None:
             if subject is None:
                 raise UserError("give a base model or a subject module")
             base = read_metadata(subject).base_model
         storage = "cpu" if offload else device
+        stored = weights_dtype is not None or text_encoder_dtype is not None
+        # float8: every cast on the CPU, then the smaller weights move
+        load_to, load_dtype = (None, None) if stored else (storage, dtype)
         model = load_base_model(
-            base, device=storage, dtype=dtype, config=base_config, vae_chunk_size=vae_chunk_size
+            base,
+            device=load_to,
+            dtype=load_dtype,
+            config=base_config,
+            vae_chunk_size=vae_chunk_size,
         )
         module = SpatialSubjectModule.load(subject, model, strict=strict) if subject else None
-        if module is not None and (storage is not None or dtype is not None):
-            model.to(device=storage, dtype=dtype)
+        if module is not None and (load_to is not None or load_dtype is not None):
+            model.to(device=load_to, dtype=load_dtype)
+        if stored:
+            model.store(weights_dtype, text_encoder_dtype, dtype or torch.bfloat16)
+            model.to(device=storage)
         if offload:
             model.enable_cpu_offload(offload, device or "cuda")
         return cls(model, module)
@@ -181,7 +196,8 @@ class CustomCrafterPipeline:
 
         latents = torch.randn(shape, generator=generator).to(model.device, model.dtype)
         latents = latents * sampler.init_noise_sigma
-        fold = fold_lora and not model.offload and not guidance.cond_only
+        # folding into float8 weights would lose the LoRA: it runs unfolded there
+        fold = fold_lora and not (model.offload or guidance.cond_only or model.storage_dtype)
         with self._weighting(fold) as set_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)

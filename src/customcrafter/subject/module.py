@@ -324,6 +324,11 @@ def _inject_lora(model: BaseVideoModel, metadata: SubjectMetadata) -> None:
         inject_adapter_in_model(config, root, adapter_name=ADAPTER)
     for root in roots.values():
         root.requires_grad_(False)
+    for module in named_modules(model).values():  # peft makes LoRA in its base's dtype
+        for name in ("lora_A", "lora_B"):
+            for matrix in getattr(module, name, {}).values():
+                if matrix.weight.dtype == model.storage_dtype:
+                    matrix.to(torch.float32)
 
 
 def named_modules(model: BaseVideoModel) -> dict[str, nn.Module]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from diffusers.optimization import get_scheduler
 from torch import nn
 from tqdm.auto import tqdm
@@ -156,14 +157,13 @@ def train(
             else None
         )
 
-        accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-        )
+        accelerator = _accelerator(config)
         if model is None:
             model = load_base_model(
                 config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
             )
+        # float8: cast and stored on the CPU, so that the smaller weights are what moves
+        model.store(config.weights_dtype, config.text_encoder_dtype, _compute_dtype(config))
         model.to(accelerator.device)
         config, height, width = _fitted_to(config, model)
         inputs = {"instance_photos": photos_fingerprint(instance_paths)}
@@ -236,13 +236,31 @@ def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict
         experts=config.experts,
     )
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
-    if weight_dtype is not None:
-        model.to(dtype=weight_dtype)
+    if weight_dtype is not None or model.compute_dtype is not None:
+        if model.compute_dtype is None:  # (stored in float8: cast already)
+            model.to(dtype=weight_dtype)
         for param in subject.parameters():
             param.data = param.data.float()
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return subject
+
+
+def _accelerator(config: TrainConfig) -> Accelerator:
+    """accelerate for this run. A process that trains again with another mixed precision
+    (the app, a script) gets accelerate's state anew; it refuses a second precision."""
+    state = AcceleratorState._shared_state
+    if state.get("_mixed_precision", config.mixed_precision) != config.mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+
+
+def _compute_dtype(config: TrainConfig) -> torch.dtype:
+    """What weights stored in float8 compute in: the mixed precision's dtype, else bf16."""
+    return torch.float16 if config.mixed_precision == "fp16" else torch.bfloat16
 
 
 def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: Accelerator):

@@ -8,20 +8,30 @@ the Python API takes them as they are. Importing this module does not import tor
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
-import math
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any
 
-import tomllib
-import yaml
-from pydantic import TypeAdapter, ValidationError
-
-from .errors import UserError
+from ..errors import UserError
+from .declared import (
+    _one_of,
+    check_bounds,
+    check_value,
+    config_to_dict,
+    default_device,
+    default_dtype,
+    field_kind,
+    field_named,
+    flag_of,
+    help_of,
+    load_config_file,
+    merge_config,
+    normalize,
+    number_text,
+    out_of_bounds,
+    setting,
+    split_items,
+    split_pair,
+)
 
 #: the seeds every random draw takes (what torch's and numpy's generators both accept)
 SEED = {"minimum": 0, "maximum": 2**32 - 1}
@@ -48,6 +58,8 @@ TARGET_PRESETS: dict[str, tuple[str, ...]] = {
     # the paper's selection plus the output projections
     "spatial-qkvo": tuple(f"{a}.{p}" for a in ("attn1", "attn2") for p in (*_QKV, "to_out.0")),
 }
+#: what frozen weights may be stored in while they compute in another dtype
+STORAGE = ("float8",)
 #: where the subject module goes in a two-expert model (Wan 2.2 A14B)
 EXPERTS = ("low", "high", "both")
 #: the learning-rate schedules diffusers' get_scheduler knows
@@ -60,93 +72,6 @@ LR_SCHEDULERS = (
     "constant_with_warmup",
     "piecewise_constant",
 )
-
-
-def setting(
-    default: Any = MISSING,
-    *,
-    help: str,
-    default_factory: Any = MISSING,
-    flag: str | None = None,
-    metavar: str | None = None,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    above: float | None = None,
-    below: float | None = None,
-    slider_step: float | None = None,
-    slider_max: float | None = None,
-) -> Any:
-    """A dataclass field with its help text, its bounds and, where it differs from the
-    field's name, its command-line flag in the metadata.
-
-    ``minimum`` / ``maximum`` (inclusive) and ``above`` / ``below`` (exclusive): the values
-    the setting takes, checked by :func:`check_bounds` wherever it is given (command line,
-    config file, benchmark spec, the app). ``slider_step`` / ``slider_max``: how the app
-    shows it as a slider (``slider_max`` where the setting itself has no ``maximum``)."""
-    metadata = {
-        "help": help,
-        "flag": flag,
-        "metavar": metavar,
-        "minimum": minimum,
-        "maximum": maximum,
-        "above": above,
-        "below": below,
-        "slider_step": slider_step,
-        "slider_max": slider_max,
-    }
-    return field(default=default, default_factory=default_factory, metadata=metadata)
-
-
-def flag_of(f: dataclasses.Field) -> str:
-    """The command-line flag of a setting (``--steps`` for ``num_inference_steps``)."""
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
-def number_text(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def out_of_bounds(value, minimum=None, maximum=None, above=None, below=None) -> str | None:
-    """What is wrong with the number ``value`` under these bounds (``"must be at least 1,
-    got 0"``), or ``None`` when nothing is."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if not math.isfinite(value):
-        return f"must be a number, got {value}"
-    given, text = number_text(value), number_text
-    if minimum is not None and value < minimum:
-        most = f" (and at most {text(maximum)})" if maximum is not None else ""
-        return f"must be at least {text(minimum)}{most}, got {given}"
-    if minimum is not None and maximum is not None and value > maximum:
-        return f"must be between {text(minimum)} and {text(maximum)}, got {given}"
-    if maximum is not None and value > maximum:
-        return f"must be at most {text(maximum)}, got {given}"
-    if above is not None and value <= above:
-        return f"must be more than {text(above)}, got {given}"
-    if below is not None and value >= below:
-        return f"must be below {text(below)}, got {given}"
-    return None
-
-
-def check_bounds(config, label=flag_of) -> None:
-    """Refuse a number of the dataclass ``config`` that is not finite or lies outside its
-    setting's bounds, naming it by ``label(field)`` (by default its flag)."""
-    for f in fields(config):
-        check_value(f, getattr(config, f.name), label(f))
-
-
-def check_value(f: dataclasses.Field, value, name: str) -> None:
-    """Refuse ``value`` for the setting ``f`` when it is a number that is not finite or lies
-    outside the setting's bounds, calling it ``name``."""
-    bounds = {k: f.metadata.get(k) for k in ("minimum", "maximum", "above", "below")}
-    problem = out_of_bounds(value, **bounds)
-    if problem is not None:
-        raise UserError(f"{name} {problem}")
-
-
-def field_named(cls: type, name: str) -> dataclasses.Field:
-    """The field ``name`` of the dataclass ``cls``."""
-    return next(f for f in fields(cls) if f.name == name)
 
 
 @dataclass
@@ -294,6 +219,19 @@ class TrainConfig:
     max_train_steps: int = setting(10_000, help="optimizer steps", minimum=1, maximum=MAX_STEPS)
     gradient_checkpointing: bool = setting(False, help="trade compute for memory in the UNet")
     mixed_precision: str = setting("no", help="no, fp16 or bf16")
+    weights_dtype: str | None = setting(
+        None,
+        help="float8: keep the denoiser's frozen weights in float8 (half of bf16's memory) "
+        "and compute each layer in the mixed precision's dtype (bf16 unless fp16); the "
+        "LoRA trains in float32",
+        metavar="{float8}",
+    )
+    text_encoder_dtype: str | None = setting(
+        None,
+        help="float8: the text encoder's weights too (when it stays on the GPU: a learnt "
+        "token, or --no-cache-inputs)",
+        metavar="{float8}",
+    )
     seed: int = setting(0, help="seed of every random draw of the run", **SEED)
     checkpointing_steps: int = setting(
         500, help="save a resumable checkpoint every N steps", minimum=1, maximum=MAX_STEPS
@@ -330,6 +268,9 @@ class TrainConfig:
             )
         if self.experts is not None:
             _one_of(self.experts, EXPERTS, "--experts")
+        for name in ("weights_dtype", "text_encoder_dtype"):
+            if getattr(self, name) is not None:
+                _one_of(getattr(self, name), STORAGE, _flag(self, name))
         if self.identifier is not None and self.initializer_words:
             raise UserError(
                 "--initializer-word starts a new token's embedding; with --identifier no "
@@ -400,120 +341,41 @@ class SampleConfig:
 SAMPLER_FIELDS = tuple(f.name for f in fields(SampleConfig) if f.name != "seed")
 
 
-def field_kind(hint) -> type:
-    """The kind of a setting's type hint: ``int | None`` -> ``int``, ``list[str]`` -> ``list``."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return field_kind(next(a for a in typing.get_args(hint) if a is not type(None)))
-    return typing.get_origin(hint) or hint
+def _flag(config, name: str) -> str:
+    return flag_of(field_named(type(config), name))
 
 
-def split_items(text: str) -> list[str]:
-    """``"a, b"`` -> ``["a", "b"]``: a list setting written as text."""
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def split_pair(text: str) -> tuple[str, str]:
-    """``"KEY=VALUE"`` -> ``("KEY", "VALUE")``: one entry of a mapping setting; a
-    ``ValueError`` says what it takes."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or not value.strip():
-        raise ValueError(f"takes KEY=VALUE, got {text!r}")
-    return key.strip(), value.strip()
-
-
-def normalize(config) -> None:
-    """Give every field of the dataclass ``config`` its declared type, converting what a
-    config file or the command line wrote as text (``"1e-4"``), or raise ``UserError``
-    naming the setting."""
-    try:
-        checked = TypeAdapter(type(config)).validate_python(dataclasses.asdict(config))
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        name = ".".join(str(part) for part in problem["loc"])
-        raise UserError(
-            f"setting {name} = {problem['input']!r}: {problem['msg'].lower()}"
-        ) from None
-    for f in fields(config):
-        setattr(config, f.name, getattr(checked, f.name))
-
-
-def _one_of(value: str, choices: tuple[str, ...], flag: str, what: str = "") -> None:
-    if value not in choices:
-        raise UserError(f"{flag} must be {what or ', '.join(choices)}; got {value!r}")
-
-
-def help_of(cls: type, name: str) -> str:
-    """The help text of field ``name`` of a config dataclass."""
-    return field_named(cls, name).metadata["help"]
-
-
-def default_device(device: str | None = None) -> str:
-    """``device`` checked to exist on this machine, or ``cuda`` when there is one, else
-    ``cpu``."""
-    import torch
-
-    if not device:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(str(device)).type
-    except (RuntimeError, ValueError):
-        raise UserError(
-            f"--device {device!r} is not a device; use cpu, cuda, cuda:1 or mps"
-        ) from None
-    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
-    if kind in available and not available[kind]():
-        raise UserError(f"--device {device}: this machine has no {kind} device; use --device cpu")
-    return str(device)
-
-
-def default_dtype(name: str | None, device: str):
-    """The torch dtype called ``name``; by default float16 on CUDA, float32 elsewhere."""
-    import torch
-
-    return getattr(torch, name or ("float16" if device.startswith("cuda") else "float32"))
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML, JSON or TOML config file into a dict of field names."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        elif path.suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
-        raise UserError(f"could not parse config file {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"config file {path} must hold a mapping of setting names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
-
-
-def merge_config(cls: type, *layers: dict[str, Any]):
-    """Build ``cls`` from dicts applied in order (later wins), every value converted to its
-    field's type; unknown keys and values of the wrong type are a ``UserError``."""
-    names = {f.name for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for layer in layers:
-        for key, value in layer.items():
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise UserError(
-                    f"unknown setting {key!r}{hint}; known settings: {', '.join(sorted(names))}"
-                )
-            values[key] = value
-    config = cls(**values)
-    normalize(config)
-    return config
-
-
-def config_to_dict(cfg) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+__all__ = [
+    "DEFAULT_CLIP",
+    "DEFAULT_DINO",
+    "DTYPES",
+    "EXPERTS",
+    "GUIDANCE",
+    "LR_SCHEDULERS",
+    "MAX_FRAMES",
+    "MAX_STEPS",
+    "SAMPLER_FIELDS",
+    "SEED",
+    "SIDE",
+    "STORAGE",
+    "TARGET_PRESETS",
+    "SampleConfig",
+    "TrainConfig",
+    "check_bounds",
+    "check_value",
+    "config_to_dict",
+    "default_device",
+    "default_dtype",
+    "field_kind",
+    "field_named",
+    "flag_of",
+    "help_of",
+    "load_config_file",
+    "merge_config",
+    "normalize",
+    "number_text",
+    "out_of_bounds",
+    "setting",
+    "split_items",
+    "split_pair",
+]
