@@ -62,11 +62,22 @@ def learn_tiny_subject(root: Path) -> Path:
     return root / "subject"
 
 
-def wan_identifier_subject(path: Path) -> Path:
-    """A tiny-wan subject named by the identifier word ``sks`` (it exports without dropping
-    a token), saved at ``path``."""
+def wan_identifier_subject(path: Path, b_std: float = 0.0, model=None, identifier="sks") -> Path:
+    """A tiny-wan subject saved at ``path``, named by the word ``identifier`` (it exports
+    without dropping a token) or, with ``identifier=None``, by the token ``<new1>``; its LoRA
+    B drawn with ``b_std`` from seed 5, so that it visibly changes the video (0: a fresh
+    module, which changes nothing)."""
+    import torch
+
     from customcrafter.models.wan import build_tiny_wan
     from customcrafter.subject import SpatialSubjectModule
 
-    module = SpatialSubjectModule.create(build_tiny_wan(), {}, identifier="sks")
+    words = {} if identifier else {"<new1>": "dog"}
+    module = SpatialSubjectModule.create(model or build_tiny_wan(), words, identifier=identifier)
+    if b_std:
+        generator = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for layer in module.layers.values():
+                b = layer.lora_B["subject"].weight
+                b.copy_(torch.randn(b.shape, generator=generator) * b_std)
     return module.save(path)

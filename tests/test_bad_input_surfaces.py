@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import write_images
+from conftest import wan_identifier_subject, write_images
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from test_bad_input import refused, snapshot, train_args
@@ -38,13 +38,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def wan_subject(tmp_path):
     """A tiny-wan subject named by an identifier word (so it exports without dropping)."""
-    module = SpatialSubjectModule.create(build_tiny_wan(), {}, identifier="sks")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for layer in module.layers.values():
-            b = layer.lora_B["subject"].weight
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.1)
-    return module.save(tmp_path / "subject.safetensors")
+    return wan_identifier_subject(tmp_path / "subject.safetensors", 0.1)
 
 
 def _rewrite(source, target, metadata=None, tensors=None):

@@ -5,14 +5,13 @@ import json
 
 import pytest
 import torch
+from conftest import wan_identifier_subject
 from safetensors import safe_open
 from test_training import _config
 from test_wan import WAN_TRAINING
 
 from customcrafter.cli import main
-from customcrafter.models.wan import build_tiny_wan
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
-from customcrafter.subject import SpatialSubjectModule
 from customcrafter.training import train
 
 #: tiny-wan's size, four steps, the switch inside them
@@ -25,13 +24,7 @@ TOLERANCE = {"mean": 5e-3, "max": 0.1}
 @pytest.fixture(scope="module")
 def wan_subject(tmp_path_factory):
     """A tiny-wan subject whose LoRA visibly changes the video."""
-    module = SpatialSubjectModule.create(build_tiny_wan(), {}, identifier="sks")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for layer in module.layers.values():
-            b = layer.lora_B["subject"].weight
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
-    return module.save(tmp_path_factory.mktemp("fp8") / "subject.safetensors")
+    return wan_identifier_subject(tmp_path_factory.mktemp("fp8") / "subject.safetensors", 0.5)
 
 
 def _video(subject, weights_dtype=None, **kwargs):

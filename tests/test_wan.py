@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import wan_identifier_subject
 from safetensors.torch import load_file
 from test_training import _config
 
@@ -203,14 +204,8 @@ def test_wan_training_frames_must_be_4n_plus_1(tmp_path, instance_dir, class_dir
 
 def _subject_with_random_lora(tmp_path, model=None, identifier=None) -> Path:
     """A Wan subject module whose LoRA visibly changes the video (B drawn at random)."""
-    words = {} if identifier else {"<new1>": "dog"}
-    module = SpatialSubjectModule.create(model or build_tiny_wan(), words, identifier=identifier)
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for layer in module.layers.values():
-            b = layer.lora_B["subject"].weight
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
-    return module.save(tmp_path / "subject.safetensors")
+    path = tmp_path / "subject.safetensors"
+    return wan_identifier_subject(path, 0.5, model=model, identifier=identifier)
 
 
 def _ours_at_weight_1(path, prompt: str) -> torch.Tensor:
