@@ -96,9 +96,9 @@ class Control:
 def schedule_controls(schedule: type = DynamicWeightSchedule) -> list[Control]:
     """The Generate panel's controls, one per setting of the weight schedule ``schedule``,
     made from its declaration (help text, default, bounds)."""
-    controls = []
+    controls, hints = [], typing.get_type_hints(schedule)
     for f in dataclasses.fields(schedule):
-        meta, hint = f.metadata, typing.get_type_hints(schedule)[f.name]
+        meta, hint = f.metadata, hints[f.name]
         help_text = page_terms(meta["help"])
         if field_kind(hint) is bool:
             controls.append(Control(f.name, "checkbox", f.default, help_text, paper=False))

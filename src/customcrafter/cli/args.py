@@ -9,10 +9,8 @@ import typing
 from dataclasses import MISSING, fields
 from typing import Any
 
-from ..config import field_kind, number_text, out_of_bounds, split_items, split_pair
+from ..config import field_kind, flag_of, number_text, out_of_bounds, split_items, split_pair
 from ..errors import UserError
-
-BOUNDS = ("minimum", "maximum", "above", "below")
 
 
 class UsageError(UserError):
@@ -82,12 +80,13 @@ def add_config_arguments(
         if f.name in skip or (only is not None and f.name not in only):
             continue
         kind = hints[f.name]
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        flag = flag_of(f)
         default = f.default if f.default is not MISSING else None
         help_text = f.metadata.get("help", "")
         notes = [f"default: {default}"] if default not in (None, "") else []
-        if range_text(f.metadata):
-            notes.append(range_text(f.metadata))
+        limits = range_text(f.metadata)
+        if limits:
+            notes.append(limits)
         if notes:
             help_text += f" ({'; '.join(notes)})"
         options: dict[str, Any] = {

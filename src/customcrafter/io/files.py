@@ -64,9 +64,9 @@ def disk_full(path: str | Path, partial: str | Path | None = None) -> UserError:
 def _size(count: int) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+            break
         count /= 1024
-    return f"{count:.1f} GB"
+    return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
 
 
 def write_text(path: str | Path, text: str) -> None:

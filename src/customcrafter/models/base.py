@@ -127,6 +127,7 @@ class BaseVideoModel(ABC):
         #: differ from the one they compute in (``compute_dtype``)
         self.storage_dtype: torch.dtype | None = None
         self.compute_dtype: torch.dtype | None = None
+        self._weights_fingerprint: str | None = None
         self._execution_device: torch.device | None = None
         self.freeze()
 
@@ -419,7 +420,7 @@ class BaseVideoModel(ABC):
         Zeroscope) without reading every tensor. Taken once, before the weights are cast
         (``remember_weights``): a model cast to bf16 or stored in float8 is still the model
         its subject modules were trained on."""
-        if getattr(self, "_weights_fingerprint", None) is None:
+        if self._weights_fingerprint is None:
             self.remember_weights()
         return self._weights_fingerprint
 
