@@ -55,6 +55,7 @@ def add_parser(subparsers) -> None:
         help="keep weights in CPU memory for small GPUs: 'model' moves one component at a "
         "time to the GPU, 'sequential' one layer at a time (least memory, slowest)",
     )
+    add_config_arguments(parser, TrainConfig, only=("offload_blocks",))
     parser.add_argument(
         "--unmerged",
         action="store_true",
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> None:
         offload=args.offload,
         weights_dtype=args.weights_dtype,
         text_encoder_dtype=args.text_encoder_dtype,
+        offload_blocks=args.offload_blocks or 0,
     )
     result = pipe(
         args.prompt,

@@ -232,6 +232,16 @@ class TrainConfig:
         "token, or --no-cache-inputs)",
         metavar="{float8}",
     )
+    offload_blocks: int = setting(
+        0,
+        help="keep the frozen weights of the last N blocks of the denoiser (of each expert) "
+        "in CPU memory and stream each to the GPU as it runs, the next one copied while one "
+        "computes (less GPU memory, slower when the copies outlast the compute); training "
+        "needs --gradient-checkpointing with it",
+        minimum=0,
+        maximum=1000,
+        metavar="N",
+    )
     seed: int = setting(0, help="seed of every random draw of the run", **SEED)
     checkpointing_steps: int = setting(
         500, help="save a resumable checkpoint every N steps", minimum=1, maximum=MAX_STEPS
@@ -271,6 +281,12 @@ class TrainConfig:
         for name in ("weights_dtype", "text_encoder_dtype"):
             if getattr(self, name) is not None:
                 _one_of(getattr(self, name), STORAGE, _flag(self, name))
+        if self.offload_blocks and not self.gradient_checkpointing:
+            raise UserError(
+                "--offload-blocks needs --gradient-checkpointing: the backward pass recomputes "
+                "each block, streaming its weights in again (add the flag, or drop "
+                "--offload-blocks)"
+            )
         if self.identifier is not None and self.initializer_words:
             raise UserError(
                 "--initializer-word starts a new token's embedding; with --identifier no "

@@ -128,6 +128,8 @@ class BaseVideoModel(ABC):
         self.storage_dtype: torch.dtype | None = None
         self.compute_dtype: torch.dtype | None = None
         self._weights_fingerprint: str | None = None
+        #: the ``BlockOffload`` once ``offload_blocks`` ran
+        self.block_offload = None
         self._execution_device: torch.device | None = None
         self.freeze()
 
@@ -281,6 +283,8 @@ class BaseVideoModel(ABC):
             raise RuntimeError("the model is CPU-offloaded; choose the device before offloading")
         if dtype is not None and self.compute_dtype is not None:
             raise RuntimeError("the weights are stored in float8; cast them before storing")
+        if dtype is not None and self.block_offload is not None and dtype != self.dtype:
+            raise RuntimeError("blocks are offloaded; cast the weights before offloading")
         if kwargs:
             for module in self._components():
                 # nn.Module's own cast: diffusers' warns about float32 modules none of these have
@@ -360,15 +364,46 @@ class BaseVideoModel(ABC):
         self.offload = mode
         self._execution_device = device
 
+    def offloadable_blocks(self) -> list[list[nn.Module]]:
+        """Each denoiser's blocks in the order they run (what ``offload_blocks`` may keep in
+        CPU memory): by default the gradient checkpointing blocks, as one denoiser."""
+        blocks = self.checkpoint_blocks()
+        return [blocks] if blocks else []
+
+    def offload_blocks(self, count: int, device: torch.device | str) -> None:
+        """Keep the frozen weights of the last ``count`` blocks of each denoiser in CPU
+        memory and stream each to ``device`` as it runs (``models.offload.BlockOffload``).
+        Call it with the weights on the CPU, cast and stored as they will run and the
+        subject module loaded or not; then ``to(device)`` moves the rest. Training with it
+        needs gradient checkpointing."""
+        from .offload import BlockOffload, choose_blocks
+
+        if self.offload:
+            raise RuntimeError(f"CPU offload ({self.offload}) is on; it and block offload exclude")
+        if self.block_offload is not None:
+            raise RuntimeError("blocks are offloaded already")
+        groups = self.offloadable_blocks()
+        if not groups:
+            raise UserError(f"{type(self).__name__} has no blocks to offload")
+        fewest = min(len(g) for g in groups)
+        if not 0 < count <= fewest:
+            raise UserError(f"--offload-blocks must be 1 to {fewest} for this model, got {count}")
+        self.weights_fingerprint()  # of the weights as they are, before they go
+        chosen = [choose_blocks(g, count) for g in groups]
+        self.block_offload = BlockOffload(chosen, device)
+
     def streamed_in_model_offload(self) -> tuple[nn.Module, ...]:
         """Components that ``"model"`` offload streams layer by layer rather than moving
         whole (none here)."""
         return ()
 
     def release_offloaded(self) -> None:
-        """With ``"model"`` offload: move the last component used back to the CPU."""
+        """With ``"model"`` offload: move the last component used back to the CPU; with
+        offloaded blocks, the ones still on the device."""
         for hook in getattr(self, "_offload_hooks", []):
             hook.offload()
+        if self.block_offload is not None:
+            self.block_offload.release()
 
     def _components(self) -> tuple[nn.Module, ...]:
         """The frozen networks, in the order they run."""
@@ -465,4 +500,5 @@ def _checkpointed(forward):
             return checkpoint(forward, *args, use_reentrant=False, **kwargs)
         return forward(*args, **kwargs)
 
+    run.__wrapped__ = forward  # what the checkpoint recomputes (block offload wraps it)
     return run

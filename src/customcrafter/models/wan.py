@@ -295,6 +295,9 @@ class WanModel(BaseVideoModel):
     def checkpoint_blocks(self):
         return [block for expert in self.experts().values() for block in expert.blocks]
 
+    def offloadable_blocks(self):
+        return [list(expert.blocks) for expert in self.experts().values()]
+
     # --- flow matching -------------------------------------------------------------------
     @property
     def num_train_timesteps(self) -> int:

@@ -58,6 +58,7 @@ class CustomCrafterPipeline:
         offload: str | None = None,
         weights_dtype: str | None = None,
         text_encoder_dtype: str | None = None,
+        offload_blocks: int = 0,
     ) -> CustomCrafterPipeline:
         """Load a base model (by default the one the subject module was trained on) and the
         subject module file or training folder ``subject``.
@@ -69,15 +70,21 @@ class CustomCrafterPipeline:
         ``weights_dtype`` / ``text_encoder_dtype``: ``"float8"`` keeps the denoisers' (the
         text encoder's) weights in float8 and computes in ``dtype`` (default bfloat16),
         cast on the CPU before they move to ``device``; the LoRA then runs unfolded.
+        ``offload_blocks``: the last N blocks of each denoiser stay in CPU memory and are
+        streamed to ``device`` as they run (``BaseVideoModel.offload_blocks``); the LoRA then
+        runs unfolded.
         """
+        if offload and offload_blocks:
+            raise UserError("--offload and --offload-blocks exclude each other: choose one")
         if base is None:
             if subject is None:
                 raise UserError("give a base model or a subject module")
             base = read_metadata(subject).base_model
         storage = "cpu" if offload else device
         stored = weights_dtype is not None or text_encoder_dtype is not None
-        # float8: every cast on the CPU, then the smaller weights move
-        load_to, load_dtype = (None, None) if stored else (storage, dtype)
+        # float8 or offloaded blocks: every cast on the CPU, then what stays on the device moves
+        later = stored or offload_blocks
+        load_to, load_dtype = (None, None) if later else (storage, dtype)
         model = load_base_model(
             base,
             device=load_to,
@@ -90,6 +97,11 @@ class CustomCrafterPipeline:
             model.to(device=load_to, dtype=load_dtype)
         if stored:
             model.store(weights_dtype, text_encoder_dtype, dtype or torch.bfloat16)
+        elif later:
+            model.to(dtype=dtype)
+        if offload_blocks:
+            model.offload_blocks(offload_blocks, device or "cuda")
+        if later:
             model.to(device=storage)
         if offload:
             model.enable_cpu_offload(offload, device or "cuda")
@@ -197,7 +209,9 @@ class CustomCrafterPipeline:
         latents = torch.randn(shape, generator=generator).to(model.device, model.dtype)
         latents = latents * sampler.init_noise_sigma
         # folding into float8 weights would lose the LoRA: it runs unfolded there
-        fold = fold_lora and not (model.offload or guidance.cond_only or model.storage_dtype)
+        fold = fold_lora and not (
+            model.offload or model.block_offload or guidance.cond_only or model.storage_dtype
+        )
         with self._weighting(fold) as set_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
@@ -207,6 +221,8 @@ class CustomCrafterPipeline:
                 out = guidance.predict(latents, i, t, plan.prompts[i], plan.weights[i], set_weight)
                 latents = sampler.step(out, t, latents, eta=s.eta, generator=generator).prev_sample
 
+        if model.block_offload is not None:  # the VAE gets their room
+            model.block_offload.release()
         videos = model.decode_video(latents).float().cpu()
         model.release_offloaded()
         videos = ((videos + 1) / 2).clamp(0, 1)

@@ -162,6 +162,7 @@ CHANGE_ON_RESUME = (
     "output_dir",
     "base_config",
     "vae_chunk_size",
+    "offload_blocks",
 )
 
 

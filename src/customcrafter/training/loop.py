@@ -164,6 +164,10 @@ def train(
             )
         # float8: cast and stored on the CPU, so that the smaller weights are what moves
         model.store(config.weights_dtype, config.text_encoder_dtype, _compute_dtype(config))
+        if config.offload_blocks:  # cast first: offloaded weights keep the dtype they go in
+            if model.compute_dtype is None and _weight_dtype(config) is not None:
+                model.to(dtype=_weight_dtype(config))
+            model.offload_blocks(config.offload_blocks, accelerator.device)
         model.to(accelerator.device)
         config, height, width = _fitted_to(config, model)
         inputs = {"instance_photos": photos_fingerprint(instance_paths)}
@@ -235,7 +239,7 @@ def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict
         identifier=config.identifier,
         experts=config.experts,
     )
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
+    weight_dtype = _weight_dtype(config)
     if weight_dtype is not None or model.compute_dtype is not None:
         if model.compute_dtype is None:  # (stored in float8: cast already)
             model.to(dtype=weight_dtype)
@@ -244,6 +248,11 @@ def _create_subject(config: TrainConfig, model: BaseVideoModel, init_words: dict
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return subject
+
+
+def _weight_dtype(config: TrainConfig) -> torch.dtype | None:
+    """The dtype of the frozen weights under the mixed precision (``None``: as loaded)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
 
 
 def _accelerator(config: TrainConfig) -> Accelerator:

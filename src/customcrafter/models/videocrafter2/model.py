@@ -122,6 +122,10 @@ class VideoCrafter2Model(BaseVideoModel):
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
 
+    def offloadable_blocks(self):
+        unet = self.unet
+        return [[*unet.input_blocks, unet.middle_block, *unet.output_blocks]]
+
     # --- noise schedule ------------------------------------------------------------------
     def make_sampler(self) -> VC2DDIMSampler:
         """VideoCrafter2's own DDIM, which undoes its signal scaling."""
