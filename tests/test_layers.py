@@ -17,7 +17,7 @@ LAYERS = (
     ("sampling",),
     ("training", "evaluation"),
     ("shapes",),
-    ("benchmark", "probe"),
+    ("benchmark", "probe", "planning"),
     ("cli", "app"),
 )
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -126,3 +126,18 @@ def test_one_process_trains_again_with_another_mixed_precision(tmp_path, instanc
         config = _config(tmp_path, instance_dir, class_dir, name, max_train_steps=1,
                          mixed_precision=precision)  # fmt: skip
         assert train(config, progress=False).is_file()
+
+
+def test_the_text_encoder_in_float8_encodes_close_to_bf16(wan_subject):
+    """UMT5's ``wo`` casts its input to its weight's dtype: it stays in bf16 (transformers'
+    ``_keep_in_fp32_modules``), the other linear layers go to float8."""
+    pipe = CustomCrafterPipeline.from_pretrained(
+        subject=wan_subject, dtype=torch.bfloat16, text_encoder_dtype="float8"
+    )
+    encoder = pipe.model.text_encoder
+    stored = {n for n, m in encoder.named_modules() if getattr(m, "weight", None) is not None
+              and m.weight.dtype == torch.float8_e4m3fn}  # fmt: skip
+    assert stored and not any(n.endswith(".wo") for n in stored)
+    bf16, _ = _video(wan_subject)
+    fp8 = pipe("a sks dog", progress=False, **SETTINGS).videos
+    assert torch.isfinite(fp8).all() and _close(fp8, bf16)

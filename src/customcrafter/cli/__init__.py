@@ -13,11 +13,23 @@ import sys
 import traceback
 
 from ..errors import UserError
-from . import app, benchmark, convert, demo, export, generate, probe, shapes, train
+from . import app, benchmark, convert, demo, export, generate, plan, probe, shapes, train
 from . import eval as eval_command
 from .args import CommandParser
 
-COMMANDS = (train, generate, export, convert, shapes, eval_command, probe, benchmark, demo, app)
+COMMANDS = (
+    train,
+    generate,
+    plan,
+    export,
+    convert,
+    shapes,
+    eval_command,
+    probe,
+    benchmark,
+    demo,
+    app,
+)
 EXIT_CODES = """exit codes:
   0    done
   2    bad input: the one-line error says what to change; nothing of yours was touched

@@ -57,6 +57,14 @@ def add_parser(subparsers) -> None:
     )
     add_config_arguments(parser, TrainConfig, only=("offload_blocks",))
     parser.add_argument(
+        "--vram",
+        metavar="auto|GB",
+        help="fit the generation in this much GPU memory (auto: the visible GPU's free "
+        "memory): the memory plan (customcrafter plan) chooses --weights-dtype, "
+        "--text-encoder-dtype, --offload-blocks, --unmerged and --offload, replacing those "
+        "given, and says what it chose",
+    )
+    parser.add_argument(
         "--unmerged",
         action="store_true",
         help="run LoRA layers unmerged instead of folding them (slower)",
@@ -91,6 +99,8 @@ def run(args: argparse.Namespace) -> None:
     if sample.num_inference_steps is not None:
         schedule.check_steps(sample.num_inference_steps)
     device = default_device(args.device)
+    if args.vram is not None:
+        _fit(args, sample)
     pipe = CustomCrafterPipeline.from_pretrained(
         args.base,
         None if args.no_subject else args.subject,
@@ -116,6 +126,29 @@ def run(args: argparse.Namespace) -> None:
     if gif is not None:
         write_video(gif, result.videos[0], result.fps)
         print(f"wrote {gif}")
+
+
+def _fit(args: argparse.Namespace, sample: SampleConfig) -> None:
+    """``--vram``: the memory levers of ``args`` set as the plan chooses them."""
+    from ..planning.plan import Job, choose, describe, parse_vram
+    from ..subject import read_metadata
+
+    base = args.base or read_metadata(args.subject).base_model
+    job = Job(
+        base,
+        "generate",
+        sample.height,
+        sample.width,
+        sample.num_frames,
+        num_inference_steps=sample.num_inference_steps or 50,
+    )
+    plan = choose(job, parse_vram(args.vram))
+    way = plan.chosen.way
+    args.weights_dtype, args.text_encoder_dtype = way.weights_dtype, way.text_encoder_dtype
+    args.offload_blocks, args.unmerged = way.offload_blocks, way.unmerged
+    args.offload = "model" if way.cpu_offload else None
+    args.dtype = "bfloat16"
+    print(describe(plan))
 
 
 def _schedule(args: argparse.Namespace) -> DynamicWeightSchedule:

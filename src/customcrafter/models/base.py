@@ -311,7 +311,8 @@ class BaseVideoModel(ABC):
         ``compute_dtype``, as ``store_weights`` does for the denoisers."""
         from diffusers.hooks import apply_layerwise_casting
 
-        apply_layerwise_casting(self.text_encoder, storage_dtype, compute_dtype)
+        skip = text_encoder_skips(self.text_encoder)
+        apply_layerwise_casting(self.text_encoder, storage_dtype, compute_dtype, skip)
 
     def store(
         self, weights: str | None, text_encoder: str | None, compute_dtype: torch.dtype
@@ -466,6 +467,16 @@ class BaseVideoModel(ABC):
         for p in (params[0], params[len(params) // 2], params[-1]):
             h.update(p.detach().float().cpu().flatten()[:256].numpy().tobytes())
         self._weights_fingerprint = h.hexdigest()[:16]
+
+
+def text_encoder_skips(text_encoder: nn.Module) -> tuple[str, ...]:
+    """Module name patterns of a text encoder that ``store_text_encoder`` leaves as they are:
+    diffusers' default skips, and the layers the encoder computes in their own dtype (T5's
+    ``wo``: it casts its input to the weight's dtype, which would be float8)."""
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    own = getattr(text_encoder, "_keep_in_fp32_modules", None) or ()
+    return (*DEFAULT_SKIP_MODULES_PATTERN, *own)
 
 
 def vae_scale_factor(vae: nn.Module) -> int:

@@ -1,0 +1,246 @@
+"""The released base models' architectures, built without their weights.
+
+``build_on_meta(base)`` makes a base model whose tensors are on the meta device (shapes and
+dtypes, no memory): from a Wan folder or cached hub id, its own configs; for the releases'
+hub ids when they are not cached, the configs written here (the shapes of each release's
+``config.json`` files; Wan 2.2's VAE latent statistics are left at 0 and 1, which change no
+size). The tiny test models and the named bases build for real, on the meta device too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import UserError
+
+WAN21_1_3B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+WAN21_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
+WAN22_5B = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+WAN22_A14B = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+VIDEOCRAFTER2 = "VideoCrafter/VideoCrafter2"
+MODELSCOPE = "ali-vilab/text-to-video-ms-1.7b"
+
+_WAN_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    attention_head_dim=128,
+    text_dim=4096,
+    freq_dim=256,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+#: the transformer sizes that differ between the releases
+_WAN_SIZES = {
+    "1.3B": dict(num_attention_heads=12, ffn_dim=8960, num_layers=30, in_channels=16),
+    "14B": dict(num_attention_heads=40, ffn_dim=13824, num_layers=40, in_channels=16),
+    "5B": dict(num_attention_heads=24, ffn_dim=14336, num_layers=30, in_channels=48),
+}
+#: UMT5-XXL's encoder (every Wan release)
+_UMT5_XXL = dict(
+    vocab_size=256384,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    relative_attention_num_buckets=32,
+    feed_forward_proj="gated-gelu",
+    pad_token_id=0,
+    eos_token_id=1,
+)
+#: Wan 2.2 TI2V 5B's VAE (16x spatial, 48 latent channels)
+_WAN22_VAE = dict(
+    base_dim=160,
+    decoder_base_dim=256,
+    z_dim=48,
+    is_residual=True,
+    in_channels=12,
+    out_channels=12,
+    patch_size=2,
+    scale_factor_spatial=16,
+    scale_factor_temporal=4,
+    latents_mean=[0.0] * 48,
+    latents_std=[1.0] * 48,
+)
+#: Stable Diffusion's VAE (VideoCrafter2 and ModelScope)
+_SD_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    sample_size=512,
+)
+
+
+def _wan(size: str, vae: dict | None = None, two_experts: bool = False, name: str = ""):
+    def build():
+        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+        from transformers import UMT5Config, UMT5EncoderModel
+
+        from ..models.wan import WanModel, build_tiny_tokenizer, scheduler_config
+
+        sizes = {**_WAN_TRANSFORMER, **_WAN_SIZES[size]}
+        sizes["out_channels"] = sizes["in_channels"]
+        with torch.device("meta"):
+            transformer = WanTransformer3DModel(**sizes)
+            second = WanTransformer3DModel(**sizes) if two_experts else None
+            encoder = UMT5EncoderModel(UMT5Config(**_UMT5_XXL))
+            autoencoder = AutoencoderKLWan(**(vae or {}))  # defaults: Wan 2.1's VAE
+        scheduler = UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+        )
+        return WanModel(
+            name,
+            transformer,
+            autoencoder,
+            encoder,
+            build_tiny_tokenizer(),
+            scheduler_config(scheduler),
+            transformer_2=second,
+            boundary_ratio=0.875 if two_experts else None,
+            expand_timesteps=vae is not None,
+        )
+
+    return build
+
+
+def _videocrafter2():
+    from diffusers import AutoencoderKL
+
+    from ..models.videocrafter2.model import VideoCrafter2Model
+    from ..models.videocrafter2.schedule import VC2NoiseSchedule
+    from ..models.videocrafter2.text import OpenCLIPTextConfig, OpenCLIPTextEncoder
+    from ..models.videocrafter2.unet import VC2UNet, VC2UNetConfig
+
+    with torch.device("meta"):
+        unet, vae = VC2UNet(VC2UNetConfig()), AutoencoderKL(**_SD_VAE)
+        text = OpenCLIPTextEncoder(OpenCLIPTextConfig())
+    return VideoCrafter2Model(VIDEOCRAFTER2, unet, vae, text, None, VC2NoiseSchedule())
+
+
+def _modelscope():
+    from diffusers import AutoencoderKL, UNet3DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from ..models.base import ModelDefaults
+    from ..models.diffusers_t2v import TINY_SCHEDULER_CONFIG, DiffusersT2VModel
+
+    with torch.device("meta"):
+        unet = UNet3DConditionModel()  # the class's defaults are ModelScope's
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408,
+                hidden_size=1024,
+                intermediate_size=4096,
+                num_hidden_layers=23,
+                num_attention_heads=16,
+                max_position_embeddings=77,
+                hidden_act="gelu",
+                projection_dim=512,
+            )
+        )
+        vae = AutoencoderKL(**_SD_VAE)
+
+    defaults = ModelDefaults(num_frames=16, height=256, width=256, fps=8, guidance_scale=9.0)
+    return DiffusersT2VModel(MODELSCOPE, unet, vae, text, None, TINY_SCHEDULER_CONFIG, defaults)
+
+
+#: hub id -> how to build its architecture
+RELEASES: dict[str, Callable] = {
+    WAN21_1_3B: _wan("1.3B", name=WAN21_1_3B),
+    WAN21_14B: _wan("14B", name=WAN21_14B),
+    WAN22_5B: _wan("5B", vae=_WAN22_VAE, name=WAN22_5B),
+    WAN22_A14B: _wan("14B", two_experts=True, name=WAN22_A14B),
+    VIDEOCRAFTER2: _videocrafter2,
+    MODELSCOPE: _modelscope,
+}
+
+
+def build_on_meta(base: str):
+    """The base model ``base`` with every tensor on the meta device: a release's hub id, a
+    Wan folder or cached hub id (its configs read), a tiny test model or a named base."""
+    if base in RELEASES:
+        return RELEASES[base]()
+    return _from_configs(base)
+
+
+def _from_configs(base: str):
+    from ..models.plugins import named_base
+    from ..models.registry import TINY, load_base_model
+    from ..models.wan import is_wan_folder
+
+    if base in TINY or named_base(base) is not None:  # small: built for real, then shapes only
+        return load_base_model(base).to(device="meta")
+    spec = base.removeprefix("wan:")
+    if is_wan_folder(spec) or _cached_wan(spec):
+        return _wan_from_configs(spec)
+    known = ", ".join(RELEASES)
+    raise UserError(
+        f"plan knows the releases ({known}), Wan folders and cached Wan hub ids, the tiny "
+        f"test models and the named bases; {base!r} is none of them"
+    )
+
+
+def _cached_wan(spec: str) -> bool:
+    from ..models.registry import _names_wan
+
+    return _names_wan(spec)
+
+
+def _wan_from_configs(path: str):
+    """A Wan folder's (or cached hub id's) architecture from its config files alone."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoConfig, UMT5EncoderModel
+
+    from ..models.wan import WanModel, build_tiny_tokenizer
+
+    def config(cls, sub):
+        try:
+            return cls.load_config(path, subfolder=sub)
+        except (OSError, ValueError):
+            return None
+
+    second = config(WanTransformer3DModel, "transformer_2")
+    with torch.device("meta"):
+        transformer = WanTransformer3DModel.from_config(
+            config(WanTransformer3DModel, "transformer")
+        )
+        vae = AutoencoderKLWan.from_config(config(AutoencoderKLWan, "vae"))
+        encoder = UMT5EncoderModel(AutoConfig.from_pretrained(path, subfolder="text_encoder"))
+        second = None if second is None else WanTransformer3DModel.from_config(second)
+    index = WanTransformer3DModel.load_config(path, config_name="model_index.json")
+    scheduler = config(WanTransformer3DModel, "scheduler") or {}
+    return WanModel(
+        path,
+        transformer,
+        vae,
+        encoder,
+        build_tiny_tokenizer(),
+        dict(scheduler),
+        transformer_2=second,
+        boundary_ratio=index.get("boundary_ratio"),
+        expand_timesteps=bool(index.get("expand_timesteps", False)),
+    )
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Component name -> parameter count (the LoRA of a subject module left out)."""
+    parts = {"transformer" if len(model.experts()) > 1 or _is_wan(model) else "unet": model.unet}
+    experts = list(model.experts().values())
+    if len(experts) > 1:
+        parts["transformer_2"] = experts[1]
+    parts |= {"text_encoder": model.text_encoder, "vae": model.vae}
+    return {
+        name: sum(p.numel() for n, p in module.named_parameters() if "lora_" not in n)
+        for name, module in parts.items()
+    }
+
+
+def _is_wan(model) -> bool:
+    return type(model).__name__ == "WanModel"
