@@ -158,3 +158,22 @@ def test_train_and_generate_apply_the_plan(tmp_path, instance_dir, capsys):
     printed = capsys.readouterr().out
     assert " ".join(plan.smallest.way.flags("train")) in printed  # the one way that fits
     assert (tmp_path / "t" / "subject.safetensors").is_file()
+
+
+def test_a_wan_folder_is_planned_from_its_config_files(tmp_path, capsys):
+    from customcrafter.models.wan import build_tiny_wan
+
+    model = build_tiny_wan(two_experts=True)
+    model.to_pipeline().save_pretrained(tmp_path / "wan")
+    built = build_on_meta(str(tmp_path / "wan"))
+    assert built.boundary_ratio == 0.875 and built.unet.device.type == "meta"
+    counts = parameter_counts(built)
+    assert (
+        counts["transformer"] == counts["transformer_2"] == parameter_counts(model)["transformer"]
+    )
+    argv = ["plan", "--base", str(tmp_path / "wan"), "--task", "train", "--height", "16",
+            "--width", "16", "--num-frames", "1", "--identifier", "sks", "--vram", "1"]  # fmt: skip
+    assert main(argv) == 0
+    assert "chosen for 1 GB" in capsys.readouterr().out
+    assert main(["plan", "--base", str(tmp_path), "--task", "train", "--vram", "1"]) == 2
+    assert "plan knows the releases" in capsys.readouterr().err

@@ -195,18 +195,25 @@ def _cached_wan(spec: str) -> bool:
 
 def _wan_from_configs(path: str):
     """A Wan folder's (or cached hub id's) architecture from its config files alone."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        DiffusionPipeline,
+        UniPCMultistepScheduler,
+        WanTransformer3DModel,
+    )
     from transformers import AutoConfig, UMT5EncoderModel
 
     from ..models.wan import WanModel, build_tiny_tokenizer
 
-    def config(cls, sub):
+    def config(cls, sub, required=True):
         try:
             return cls.load_config(path, subfolder=sub)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            if required:
+                raise UserError(f"{path} has no readable {sub}/ config: {exc}") from None
             return None
 
-    second = config(WanTransformer3DModel, "transformer_2")
+    second = config(WanTransformer3DModel, "transformer_2", required=False)
     with torch.device("meta"):
         transformer = WanTransformer3DModel.from_config(
             config(WanTransformer3DModel, "transformer")
@@ -214,8 +221,8 @@ def _wan_from_configs(path: str):
         vae = AutoencoderKLWan.from_config(config(AutoencoderKLWan, "vae"))
         encoder = UMT5EncoderModel(AutoConfig.from_pretrained(path, subfolder="text_encoder"))
         second = None if second is None else WanTransformer3DModel.from_config(second)
-    index = WanTransformer3DModel.load_config(path, config_name="model_index.json")
-    scheduler = config(WanTransformer3DModel, "scheduler") or {}
+    index = DiffusionPipeline.load_config(path)  # model_index.json
+    scheduler = UniPCMultistepScheduler.load_config(path, subfolder="scheduler")
     return WanModel(
         path,
         transformer,
