@@ -103,3 +103,15 @@ def test_the_wan_memory_benchmark_builds_the_release_shapes_and_runs_at_tiny_siz
     lines = result.stdout.splitlines()
     for row in ("train 1-frame (identifier, cached)", "train 5-frame", "generate (model offload)"):
         assert any(line.startswith(row) for line in lines), row
+
+
+def test_the_full_size_benchmark_runs_at_tiny_size():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "full_size.py"), "--tiny"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lora layers: 12 |" in result.stdout  # 2 blocks x 6
+    assert "comfyui keys: 36 | diffusers keys: 24" in result.stdout

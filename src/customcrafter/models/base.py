@@ -291,6 +291,19 @@ class BaseVideoModel(ABC):
                 nn.Module.to(module, **kwargs)
         return self
 
+    def encoders_to(self, device: torch.device | str) -> None:
+        """Only the text encoder and the VAE to ``device``, where the model computes from now
+        on (training encodes its inputs once before the denoisers need the room)."""
+        for module in (self.text_encoder, self.vae):
+            nn.Module.to(module, device)
+        self._execution_device = torch.device(device)
+
+    def denoisers_to(self, device: torch.device | str) -> None:
+        """Only the denoisers (every expert, a subject module's LoRA with them) to ``device``."""
+        for expert in self.experts().values():
+            nn.Module.to(expert, device)
+        self._execution_device = torch.device(device)
+
     def store_weights(self, storage_dtype: torch.dtype, compute_dtype: torch.dtype) -> None:
         """Keep the denoisers' frozen weights in ``storage_dtype`` (``torch.float8_e4m3fn``:
         half of bf16's memory) and compute every layer in ``compute_dtype``, each cast up as

@@ -8,8 +8,10 @@ LoRA is folded (the default) or runs unfolded (``--unmerged``) and whether each 
 visits the GPU only while it runs (``--offload model``).
 
 The job runs in phases, as the code runs them. Training: ``encode`` (the clips and captions
-encoded once, every component on the GPU), then ``step`` (the text encoder and VAE moved off
-unless the step needs them). Generation: ``text``, ``denoise``, ``decode``. A phase needs the
+encoded once, the text encoder and VAE on the GPU), then ``step`` (the denoisers moved in,
+the text encoder and VAE moved off unless the step needs them); a model without an input
+cache has every component on the GPU for its steps. The class images of the prior loss are
+assumed to exist (``--class-data-dir``): generating them is a ``generate`` job. Generation: ``text``, ``denoise``, ``decode``. A phase needs the
 weights it keeps on the GPU (counted from the model's parameters and the way's dtypes) plus
 the peak of what it creates (traced once per dtype and checkpointing choice on the meta
 device, ``trace.py``). Offloading N blocks takes their frozen weights away and adds room for
@@ -116,6 +118,11 @@ class Plan:
     @property
     def fits(self) -> bool:
         return self.chosen is not None
+
+    def fastest_within(self, vram: float) -> Estimate | None:
+        """The way to choose for a card of ``vram`` GB (``None``: nothing fits)."""
+        fitting = [e for e in self.estimates if e.peak <= vram * GB * MARGIN]
+        return min(fitting, key=_preference) if fitting else None
 
     @property
     def smallest(self) -> Estimate:
@@ -274,9 +281,7 @@ def estimate(job: Job, vram: float | None = None, counts: list[int] | None = Non
         e.slowdown = e.seconds / fastest
     plan = Plan(job, size, parameters, estimates, vram)
     if vram is not None:
-        fitting = [e for e in estimates if e.peak <= vram * GB * MARGIN]
-        if fitting:
-            plan.chosen = min(fitting, key=_preference)
+        plan.chosen = plan.fastest_within(vram)
     return plan
 
 
@@ -384,7 +389,7 @@ def _train_estimate(job: Job, way: Way, traced: _Traced) -> Estimate:
     phases = {}
     if cached:
         encode = max(traced.phases["text"].peak, traced.phases["video"].peak)
-        phases["encode"] = denoiser + weights["lora"] + text + weights["vae"] + encode
+        phases["encode"] = text + weights["vae"] + encode  # the denoisers join after
     step = denoiser + trained + traced.phases["step"].peak
     step += (text if text_in_step else 0) + (0 if cached else weights["vae"])
     phases["step"] = step

@@ -158,6 +158,7 @@ def train(
         )
 
         accelerator = _accelerator(config)
+        owned = model is None  # loaded here: nobody needs it on the GPU after training
         if model is None:
             model = load_base_model(
                 config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
@@ -168,7 +169,14 @@ def train(
             if model.compute_dtype is None and _weight_dtype(config) is not None:
                 model.to(dtype=_weight_dtype(config))
             model.offload_blocks(config.offload_blocks, accelerator.device)
-        model.to(accelerator.device)
+        cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
+        # inputs encoded once and no class images to generate: the encoders work first, the
+        # denoisers join the GPU when they have left it (the peak is the larger of the two)
+        later = cache and not (config.prior_loss_weight > 0 and class_paths is None)
+        if later:
+            model.encoders_to(accelerator.device)
+        else:
+            model.to(accelerator.device)
         config, height, width = _fitted_to(config, model)
         inputs = {"instance_photos": photos_fingerprint(instance_paths)}
         if checkpoint is not None:  # before anything is written
@@ -185,18 +193,19 @@ def train(
         factor = model.vae_scale_factor
         data = datasets(config, tokens, instance_paths, class_paths, height, width, factor)
         output = OutputFolder(out, replacing, config_to_dict(config), inputs)
-        cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
         embed_text = cache and not subject.trains_text_encoder
         if cache:
             data = encode_once(config, model, data, embed_text, progress)
         parked = ([model.vae] + ([model.text_encoder] if embed_text else [])) if cache else []
         for component in parked:  # off the GPU while training; back afterwards
             component.to("cpu")
+        if later:
+            model.denoisers_to(accelerator.device)
         run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text)
         try:
             _fit(run, checkpoint, progress, callback)
         finally:
-            for component in parked:
+            for component in parked if not owned else []:  # a model the caller reuses
                 component.to(accelerator.device)
         path = out / SUBJECT_FILENAME
         if accelerator.is_main_process:
