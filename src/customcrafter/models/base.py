@@ -304,19 +304,28 @@ class BaseVideoModel(ABC):
             nn.Module.to(expert, device)
         self._execution_device = torch.device(device)
 
-    def store_weights(self, storage_dtype: torch.dtype, compute_dtype: torch.dtype) -> None:
+    def store_weights(
+        self, storage_dtype: torch.dtype, compute_dtype: torch.dtype, training: bool = False
+    ) -> None:
         """Keep the denoisers' frozen weights in ``storage_dtype`` (``torch.float8_e4m3fn``:
         half of bf16's memory) and compute every layer in ``compute_dtype``, each cast up as
         it runs and back after (diffusers' layerwise casting, with its skips for norms,
         embeddings and patchify; a subject module's LoRA keeps its own dtype). For good:
-        the weights are not cast back."""
+        the weights are not cast back.
+
+        ``training``: convolutions keep ``compute_dtype``. Autograd keeps a convolution's
+        weight itself (not a view, as for a linear layer) for the backward pass, and the cast
+        back after the layer ran changes that tensor in place: the backward pass (and a
+        checkpoint's recomputation) would see float8. A UNet then saves less; Wan, whose one
+        convolution is its patchify, the same."""
         from diffusers.hooks import apply_layerwise_casting
         from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
+        convolutions = (nn.Conv1d, nn.Conv2d, nn.Conv3d) if training else None
         for expert in self.experts().values():
             own = getattr(expert, "_skip_layerwise_casting_patterns", None) or ()
             skip = (*DEFAULT_SKIP_MODULES_PATTERN, *own, *LORA_LAYER_NAMES)
-            apply_layerwise_casting(expert, storage_dtype, compute_dtype, skip)
+            apply_layerwise_casting(expert, storage_dtype, compute_dtype, skip, convolutions)
         self.storage_dtype, self.compute_dtype = storage_dtype, compute_dtype
 
     def store_text_encoder(self, storage_dtype: torch.dtype, compute_dtype: torch.dtype) -> None:
@@ -328,16 +337,21 @@ class BaseVideoModel(ABC):
         apply_layerwise_casting(self.text_encoder, storage_dtype, compute_dtype, skip)
 
     def store(
-        self, weights: str | None, text_encoder: str | None, compute_dtype: torch.dtype
+        self,
+        weights: str | None,
+        text_encoder: str | None,
+        compute_dtype: torch.dtype,
+        training: bool = False,
     ) -> None:
         """``--weights-dtype`` and ``--text-encoder-dtype`` (``"float8"`` or ``None``, as
-        they are): the weights cast to ``compute_dtype`` first, here, where they are."""
+        they are): the weights cast to ``compute_dtype`` first, here, where they are
+        (``training``: see ``store_weights``)."""
         if weights is None and text_encoder is None:
             return
         self.weights_fingerprint()  # of the weights as they were
         self.to(dtype=compute_dtype)
         if weights is not None:
-            self.store_weights(STORAGE_DTYPES[weights], compute_dtype)
+            self.store_weights(STORAGE_DTYPES[weights], compute_dtype, training)
         if text_encoder is not None:
             self.store_text_encoder(STORAGE_DTYPES[text_encoder], compute_dtype)
         self.compute_dtype = compute_dtype

@@ -201,7 +201,7 @@ def prepared(
         model = load_base_model(job.base).to(device=device)
     model.to(dtype=COMPUTE_DTYPE)
     if weights_dtype or text_dtype:
-        model.store(weights_dtype, text_dtype, COMPUTE_DTYPE)
+        model.store(weights_dtype, text_dtype, COMPUTE_DTYPE, training=job.task == "train")
     words = {} if job.identifier or job.task == "generate" else {"<new1>": "dog"}
     subject = SpatialSubjectModule.create(model, words, identifier="sks" if not words else None)
     if job.task == "train":

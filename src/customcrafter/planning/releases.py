@@ -121,7 +121,7 @@ def _videocrafter2():
     with torch.device("meta"):
         unet, vae = VC2UNet(VC2UNetConfig()), AutoencoderKL(**_SD_VAE)
         text = OpenCLIPTextEncoder(OpenCLIPTextConfig())
-    return VideoCrafter2Model(VIDEOCRAFTER2, unet, vae, text, None, VC2NoiseSchedule())
+    return VideoCrafter2Model(VIDEOCRAFTER2, unet, vae, text, _clip_tokenizer(), VC2NoiseSchedule())
 
 
 def _modelscope():
@@ -148,7 +148,22 @@ def _modelscope():
         vae = AutoencoderKL(**_SD_VAE)
 
     defaults = ModelDefaults(num_frames=16, height=256, width=256, fps=8, guidance_scale=9.0)
-    return DiffusersT2VModel(MODELSCOPE, unet, vae, text, None, TINY_SCHEDULER_CONFIG, defaults)
+    tokenizer = _clip_tokenizer()
+    return DiffusersT2VModel(
+        MODELSCOPE, unet, vae, text, tokenizer, TINY_SCHEDULER_CONFIG, defaults
+    )
+
+
+def _clip_tokenizer():
+    """A CLIP tokenizer of CLIP's context length (77) made in code: the plan needs only the
+    length (the real vocabulary is not on this machine)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..models.diffusers_t2v import _tiny_clip_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return _tiny_clip_tokenizer(Path(tmp))
 
 
 #: hub id -> how to build its architecture

@@ -131,6 +131,7 @@ def training_step(
     subject learns a token, forward, loss, backward, AdamW."""
     b = 2 * batch
     latent_shape = model.latent_shape(b, frames, height, width)
+    denoiser.train()  # as the loop does (VideoCrafter2 checkpoints only in training mode)
     generator = torch.Generator().manual_seed(0)
 
     def run():
@@ -148,9 +149,12 @@ def training_step(
             with torch.no_grad():
                 latents = model.encode_video(pixels, generator=generator)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
-        timesteps = model.sample_timesteps(b, generator).to(device)
-        noisy = model.add_noise(latents, noise, timesteps)
-        target = model.training_target(latents, noise, timesteps)
+        drawn = model.sample_timesteps(b, generator)
+        timesteps = drawn.to(device)
+        # the noise schedules read their tables at the timesteps (no values on meta)
+        at = drawn if device == "meta" else timesteps
+        noisy = model.add_noise(latents, noise, at)
+        target = model.training_target(latents, noise, at)
         pred = denoiser(noisy, timesteps, text, model.defaults.fps)
         loss = (pred.float() - target.float()).square().mean()
         loss.backward()

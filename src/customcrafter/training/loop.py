@@ -164,7 +164,9 @@ def train(
                 config.base, config=config.base_config, vae_chunk_size=config.vae_chunk_size
             )
         # float8: cast and stored on the CPU, so that the smaller weights are what moves
-        model.store(config.weights_dtype, config.text_encoder_dtype, _compute_dtype(config))
+        model.store(
+            config.weights_dtype, config.text_encoder_dtype, _compute_dtype(config), training=True
+        )
         if config.offload_blocks:  # cast first: offloaded weights keep the dtype they go in
             if model.compute_dtype is None and _weight_dtype(config) is not None:
                 model.to(dtype=_weight_dtype(config))

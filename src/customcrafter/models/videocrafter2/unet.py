@@ -674,6 +674,12 @@ class VC2UNet(nn.Module):
         )
 
     # --- gradient checkpointing ---------------------------------------------------------
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the UNet computes in: its norms' (weights kept in float8 are cast up to
+        it layer by layer, norms never are)."""
+        return self.out[0].weight.dtype
+
     def enable_gradient_checkpointing(self) -> None:
         self.gradient_checkpointing = True
 
@@ -691,7 +697,7 @@ class VC2UNet(nn.Module):
     ) -> torch.Tensor:
         """Timestep (+ fps) embedding: ``[b] -> [b, 4 * model_channels]``."""
         mc = self.config.model_channels
-        dtype = self.time_embed[0].weight.dtype
+        dtype = self.compute_dtype
         emb = self.time_embed(sinusoidal_embedding(timesteps, mc).to(dtype))
         if self.config.fps_cond:
             fps = torch.as_tensor(fps, device=timesteps.device)
@@ -722,7 +728,7 @@ class VC2UNet(nn.Module):
         timesteps = torch.as_tensor(timesteps, device=x.device)
         if timesteps.ndim == 0:
             timesteps = timesteps.expand(b)
-        dtype = self.input_blocks[0][0].weight.dtype
+        dtype = self.compute_dtype
         emb = self.embed_conditions(timesteps, fps)
         cond = _Conditioning(
             emb=emb.repeat_interleave(f, dim=0),
