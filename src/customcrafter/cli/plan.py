@@ -69,6 +69,8 @@ def _print(plan, GB: float) -> None:
     print(f"ways (estimated peak GB, time relative to the fastest), {SHOWN} fastest:")
     for way in data["ways"][:SHOWN]:
         print(f"  {way['peak_gb']:7.2f} GB  {way['slowdown']:5.2f}x  {' '.join(way['settings'])}")
+    for note in plan.notes:
+        print(f"note: {note}")
     if plan.fits:
         print(f"chosen for {plan.vram:g} GB ({data['usable_gb']} GB usable):")
         print(f"  {' '.join(data['settings'])}")
