@@ -115,3 +115,15 @@ def test_the_full_size_benchmark_runs_at_tiny_size():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "lora layers: 12 |" in result.stdout  # 2 blocks x 6
     assert "comfyui keys: 36 | diffusers keys: 24" in result.stdout
+
+
+def test_the_gpu_memory_check_runs_its_ways_on_the_cpu():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "memory_check.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tiny-wan train [1 GB:" in result.stdout and "step " in result.stdout
+    assert "tiny-wan generate [1 GB:" in result.stdout
