@@ -65,6 +65,7 @@ def _baselines(world: Path, out: Path) -> dict[tuple[str, ...], list[str]]:
                      "--train-frames", "2"],
         ("generate",): ["generate", "--subject", subject, "--prompt", "a <new1> dog",
                         "--out", str(out / "v.mp4"), "--steps", "6", "--num-frames", "2"],
+        ("plan",): ["plan", "--base", "tiny", "--task", "train", "--vram", "1"],
         ("export",): ["export", wan, "--out", str(out / "lora.safetensors")],
         ("eval",): ["eval", "--video", str(world / "video.mp4")],
         ("probe", "commitment"): ["probe", "commitment", "--base", "tiny", "--output-dir",

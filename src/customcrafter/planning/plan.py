@@ -73,6 +73,12 @@ class Way:
     unmerged: bool = False
     cpu_offload: bool = False
 
+    @property
+    def folds(self) -> bool:
+        """Whether generation folds the LoRA into a copy of its layers (the pipeline's
+        default, not with float8 weights or either offload)."""
+        return not (self.unmerged or self.weights_dtype or self.offload_blocks or self.cpu_offload)
+
     def flags(self, task: str) -> list[str]:
         """The command-line flags of this way for ``customcrafter <task>``."""
         out = ["--mixed-precision", "bf16"] if task == "train" else ["--dtype", "bfloat16"]
@@ -272,8 +278,11 @@ def estimate(job: Job, vram: float | None = None, counts: list[int] | None = Non
             traced = _generate_traces(job, size, w)
             for t in dtypes:
                 for n in counts:
-                    for unmerged in (False, True) if not (w or n) else (True,):
-                        for cpu in (False, True) if not n else (False,):
+                    for cpu in (False, True) if not n else (False,):
+                        # --unmerged only where the LoRA would fold: float8 weights and
+                        # either offload run it unfolded already
+                        folding = not (w or n or cpu)
+                        for unmerged in (False, True) if folding else (False,):
                             way = Way(w, t, n, unmerged=unmerged, cpu_offload=cpu)
                             estimates.append(_generate_estimate(job, way, traced))
     fastest = min(e.seconds for e in estimates)
@@ -412,7 +421,7 @@ def _generate_estimate(job: Job, way: Way, traced: _Traced) -> Estimate:
     model, weights = traced.model, traced.weights
     gone, onloaded = _offloaded_bytes(model, way.offload_blocks)
     denoiser = weights["denoiser"] - gone
-    if not way.unmerged:
+    if way.folds:
         denoiser += _targets_bytes(traced.subject)  # the folded copies
     text = _text_bytes(traced, way.text_encoder_dtype)
     vae = weights["vae"]
