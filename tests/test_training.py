@@ -336,7 +336,7 @@ def test_a_callback_sees_every_step_and_can_stop_with_a_checkpoint(
     config = _config(tmp_path, instance_dir, class_dir, "b")
     with pytest.raises(TrainingInterrupted, match="stopped at step 2 of 6"):
         train(config, progress=False, callback=stop_at_two)
-    assert seen == [(1, 6, ["loss", "prior"]), (2, 6, ["loss", "prior"])]
+    assert seen == [(1, 6, ["grad_norm", "loss", "prior"]), (2, 6, ["grad_norm", "loss", "prior"])]
     assert (tmp_path / "b/checkpoints/checkpoint-2").is_dir()
     resumed = train(
         _config(tmp_path, instance_dir, class_dir, "b", resume_from_checkpoint="latest"),

@@ -101,6 +101,8 @@ def add_config_arguments(
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **options)
         elif base is dict:
             parser.add_argument(flag, action="append", type=_pair, **options)
+        elif base is list and f.metadata.get("repeat"):
+            parser.add_argument(flag, action="append", **options)
         elif base is list:
             parser.add_argument(flag, type=split_items, **options)
         else:

@@ -242,6 +242,41 @@ class TrainConfig:
         maximum=1000,
         metavar="N",
     )
+    validation_prompts: list[str] = setting(
+        default_factory=list,
+        help="sample this prompt (repeat the flag for more) with the subject module as it "
+        "stands every --validation-steps and at the end, under DWVS, and once before "
+        "training the base model with the class word, into OUTPUT/samples/step-N/ (an mp4 "
+        "each and a contact sheet); the same seeds every time. Each sample costs about "
+        "--validation-inference-steps x 2 denoiser calls at the training size",
+        flag="--validation-prompt",
+        metavar="PROMPT",
+        repeat=True,
+    )
+    validation_steps: int = setting(
+        500, help="with --validation-prompt: sample every N steps", minimum=1, maximum=MAX_STEPS
+    )
+    validation_inference_steps: int = setting(
+        20,
+        help="with --validation-prompt: denoising steps of each sample (DWVS's k scaled "
+        "from the paper's 5 of 50)",
+        minimum=2,
+        maximum=1000,
+    )
+    validation_num_frames: int | None = setting(
+        None,
+        help="with --validation-prompt: frames of each sample (default: the base model's, "
+        "at most 17)",
+        minimum=1,
+        maximum=MAX_FRAMES,
+    )
+    report_to: str | None = setting(
+        None,
+        help="log the losses, learning rate, gradient norm, step time and validation samples "
+        "under OUTPUT/logs: tensorboard, wandb or none (default: tensorboard when installed, "
+        "else none; nothing leaves the machine unless wandb is asked for)",
+        metavar="{tensorboard,wandb,none}",
+    )
     seed: int = setting(0, help="seed of every random draw of the run", **SEED)
     checkpointing_steps: int = setting(
         500, help="save a resumable checkpoint every N steps", minimum=1, maximum=MAX_STEPS
@@ -281,6 +316,8 @@ class TrainConfig:
         for name in ("weights_dtype", "text_encoder_dtype"):
             if getattr(self, name) is not None:
                 _one_of(getattr(self, name), STORAGE, _flag(self, name))
+        if self.report_to is not None:
+            _one_of(self.report_to, ("tensorboard", "wandb", "none"), "--report-to")
         if self.offload_blocks and not self.gradient_checkpointing:
             raise UserError(
                 "--offload-blocks needs --gradient-checkpointing: the backward pass recomputes "

@@ -34,6 +34,7 @@ def setting(
     below: float | None = None,
     slider_step: float | None = None,
     slider_max: float | None = None,
+    repeat: bool = False,
 ) -> Any:
     """A dataclass field with its help text, its bounds and, where it differs from the
     field's name, its command-line flag in the metadata.
@@ -41,7 +42,9 @@ def setting(
     ``minimum`` / ``maximum`` (inclusive) and ``above`` / ``below`` (exclusive): the values
     the setting takes, checked by :func:`check_bounds` wherever it is given (command line,
     config file, benchmark spec, the app). ``slider_step`` / ``slider_max``: how the app
-    shows it as a slider (``slider_max`` where the setting itself has no ``maximum``)."""
+    shows it as a slider (``slider_max`` where the setting itself has no ``maximum``).
+    ``repeat``: a list given by repeating its flag, one item each (items that may hold
+    commas: prompts), rather than comma-separated."""
     metadata = {
         "help": help,
         "flag": flag,
@@ -52,6 +55,7 @@ def setting(
         "below": below,
         "slider_step": slider_step,
         "slider_max": slider_max,
+        "repeat": repeat,
     }
     return field(default=default, default_factory=default_factory, metadata=metadata)
 

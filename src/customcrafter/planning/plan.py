@@ -289,12 +289,6 @@ def estimate(job: Job, vram: float | None = None, counts: list[int] | None = Non
     for e in estimates:
         e.slowdown = e.seconds / fastest
     plan = Plan(job, size, parameters, estimates, vram)
-    if job.task == "train" and not job.identifier and estimates:
-        plan.notes.append(
-            "a learnt token trains through the text encoder: the one GPU measurement of such "
-            "a run (Wan 2.1 1.3B, H200) needed 1.45x this estimate (docs/results/wan.md); "
-            "with --identifier the estimate was within 3%"
-        )
     if vram is not None:
         plan.chosen = plan.fastest_within(vram)
     return plan

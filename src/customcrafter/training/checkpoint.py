@@ -163,6 +163,11 @@ CHANGE_ON_RESUME = (
     "base_config",
     "vae_chunk_size",
     "offload_blocks",
+    "validation_prompts",
+    "validation_steps",
+    "validation_inference_steps",
+    "validation_num_frames",
+    "report_to",
 )
 
 
