@@ -12,6 +12,7 @@ import logging
 import sys
 import traceback
 
+from .. import __version__
 from ..errors import UserError
 from . import app, benchmark, convert, demo, export, generate, plan, probe, shapes, train
 from . import eval as eval_command
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--version", action="version", version=f"customcrafter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
