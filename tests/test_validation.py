@@ -91,3 +91,20 @@ def test_report_to_names_what_is_missing(tmp_path, instance_dir, class_dir):
         pytest.skip("wandb is installed")
     with pytest.raises(UserError, match="pip install wandb"):
         _trained(tmp_path, instance_dir, class_dir, "w", report_to="wandb")
+
+
+def test_an_overwriting_run_stages_its_samples_and_adds_its_log_beside_the_earlier(
+    tmp_path, instance_dir, class_dir
+):
+    settings = dict(validation_prompts=["a <new1> dog"], validation_inference_steps=2,
+                    validation_num_frames=2, report_to="tensorboard")  # fmt: skip
+    first = _trained(tmp_path, instance_dir, class_dir, "run", validation_steps=3, **settings)
+    out = first.parent
+    earlier = {p.name for p in (out / "logs").rglob("events.*")}
+    again = _trained(tmp_path, instance_dir, class_dir, "run", overwrite=True,
+                     validation_steps=1, **settings)  # fmt: skip
+    assert again == first and not (out / ".run").exists()
+    steps = sorted(p.name for p in (out / "samples").iterdir())
+    assert steps == ["step-000000", "step-000001", "step-000002", "step-000003"]  # the new run's
+    runs = {p.relative_to(out / "logs").parts[0] for p in (out / "logs").rglob("events.*")}
+    assert len(runs) == 2 and earlier <= {p.name for p in (out / "logs").rglob("events.*")}

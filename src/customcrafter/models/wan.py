@@ -63,6 +63,15 @@ _WAN22_A14B = dataclasses.replace(
 )
 
 
+def release_defaults_of(name: str) -> ModelDefaults:
+    """The sampling defaults of the Wan release a model id names (Wan 2.1's otherwise)."""
+    if "a14b" in name.lower():
+        return _WAN22_A14B
+    if "ti2v" in name.lower() or "5b" in name.lower():
+        return _WAN22_TI2V
+    return _WAN21
+
+
 def is_wan_folder(path: str | Path) -> bool:
     """Whether ``path`` is a diffusers folder whose pipeline is a Wan pipeline."""
     index = Path(path) / "model_index.json"

@@ -1,5 +1,7 @@
 """Training logs (``--report-to``) through accelerate's trackers: TensorBoard or Weights &
-Biases, written under ``OUTPUT/logs``.
+Biases, each run in its own ``OUTPUT/logs/<date-time>/`` (a resumed or replacing run adds a
+run beside the earlier ones; a replacing run that fails before its first checkpoint takes
+its folder away, leaving the output folder as it was).
 
 Each step logs the loss (and the prior loss), the learning rate, the gradient norm before
 clipping and the step's seconds; each validation round its contact sheet (TensorBoard) or
@@ -11,6 +13,8 @@ asked for.
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,6 @@ import numpy as np
 from ..errors import UserError
 
 REPORT_TO = ("tensorboard", "wandb", "none")
-PROJECT = "customcrafter"
 
 
 def tracker_of(report_to: str | None) -> str | None:
@@ -40,17 +43,22 @@ def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
-def logging_dir(out: Path) -> Path:
-    return Path(out) / "logs"
+def start(accelerator, settings: dict) -> Path | None:
+    """Open the run's trackers (main process), its settings recorded as hyperparameters;
+    returns the run's log folder."""
+    if not accelerator.log_with:
+        return None
+    name = time.strftime("%Y%m%d-%H%M%S")
+    flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
+    accelerator.init_trackers(name, config=flat)
+    return Path(accelerator.logging_dir) / name
 
 
-def start(accelerator, settings: dict) -> None:
-    """Open the run's trackers (main process), its settings recorded as hyperparameters."""
-    if accelerator.log_with:
-        flat = {
-            k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()
-        }
-        accelerator.init_trackers(PROJECT, config=flat)
+def discard(accelerator, folder: Path | None) -> None:
+    """Close the trackers and take the run's log folder away (a run that left nothing)."""
+    end(accelerator)
+    if folder is not None and accelerator.is_main_process:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def log_step(accelerator, step: int, logs: dict, lr: float, seconds: float) -> None:
@@ -78,5 +86,5 @@ def log_samples(accelerator, step: int, folder: Path) -> None:
 
 
 def end(accelerator) -> None:
-    if accelerator.log_with:
+    if accelerator.log_with and accelerator.trackers:
         accelerator.end_training()

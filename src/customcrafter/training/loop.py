@@ -170,7 +170,7 @@ def train(
             else None
         )
 
-        accelerator = _accelerator(config, out)
+        accelerator = _accelerator(config, out / "logs")
         owned = model is None  # loaded here: nobody needs it on the GPU after training
         if model is None:
             model = load_base_model(
@@ -219,7 +219,7 @@ def train(
         run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text)
         run.parked = parked
         if config.validation_prompts:
-            run.validation = Validation(config, model, subject, out, height, width)
+            run.validation = Validation(config, model, subject, output.path, height, width)
         try:
             _fit(run, checkpoint, progress, callback)
         finally:
@@ -282,8 +282,8 @@ def _weight_dtype(config: TrainConfig) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision)
 
 
-def _accelerator(config: TrainConfig, out: Path) -> Accelerator:
-    """accelerate for this run, its trackers logging under ``out/logs``. A process that
+def _accelerator(config: TrainConfig, logs: Path) -> Accelerator:
+    """accelerate for this run, its trackers logging into ``logs``. A process that
     trains again with another mixed precision (the app, a script) gets accelerate's state
     anew; it refuses a second precision."""
     state = AcceleratorState._shared_state
@@ -293,9 +293,7 @@ def _accelerator(config: TrainConfig, out: Path) -> Accelerator:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=tracking.tracker_of(config.report_to),
-        project_config=ProjectConfiguration(
-            project_dir=str(out), logging_dir=str(tracking.logging_dir(out))
-        ),
+        project_config=ProjectConfiguration(project_dir=str(logs), logging_dir=str(logs)),
     )
 
 
@@ -372,7 +370,7 @@ def _fit(run: _Run, checkpoint: Path | None, progress: bool, callback=None) -> N
         desc="training",
         disable=not (progress and accelerator.is_main_process),
     )
-    tracking.start(accelerator, config_to_dict(config))
+    logs_folder = tracking.start(accelerator, config_to_dict(config))
     try:
         if run.step == 0:
             _validate(run, bar)
@@ -392,8 +390,12 @@ def _fit(run: _Run, checkpoint: Path | None, progress: bool, callback=None) -> N
                     f"training stopped at step {run.step} of {config.max_train_steps}; its "
                     "checkpoint is written: resume with --resume-from-checkpoint latest"
                 )
-    except KeyboardInterrupt:
-        raise TrainingInterrupted(run.output.interrupted(run.step)) from None
+    except BaseException as exc:
+        if run.output.replacing and not run.output.started:  # the earlier results stay alone
+            tracking.discard(accelerator, logs_folder)
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(run.output.interrupted(run.step)) from None
+        raise
     finally:
         bar.close()
         for handle in hooks:

@@ -29,6 +29,7 @@ def check_output_dir(out: Path, config: TrainConfig) -> bool:
     ``--overwrite`` is to replace them. They stay in place until the new run's first
     checkpoint is written (:class:`OutputFolder`), so a run that fails before has lost nothing."""
     check_writable(out, "--output-dir")
+    shutil.rmtree(out / STAGING, ignore_errors=True)  # what a run killed early had staged
     has_results = (out / SUBJECT_FILENAME).exists() or bool(list_checkpoints(out))
     if (out / PREVIOUS).is_dir() and not has_results:  # a run killed while replacing them
         logger.warning("restoring the earlier results kept in %s", out / PREVIOUS)
@@ -47,6 +48,16 @@ def check_output_dir(out: Path, config: TrainConfig) -> bool:
 
 #: where earlier results wait, for the moment the first checkpoint of a new run is written
 PREVIOUS = ".previous"
+#: where a run that replaces earlier results writes its logs and samples until then
+STAGING = ".run"
+#: what a run writes besides its checkpoints and subject file, staged while replacing
+STAGED = ("samples",)
+
+
+def staged(out: Path, replacing: bool, name: str) -> Path:
+    """Where a run writes ``name`` (``samples``) before its first checkpoint: in the output
+    folder, or, while earlier results are still in place, beside them."""
+    return out / STAGING / name if replacing else out / name
 
 
 def _move(source: Path, target: Path, names: tuple[str, ...]) -> None:
@@ -66,7 +77,7 @@ class OutputFolder:
     results (``--overwrite``) give way just before the first checkpoint, and come back if
     that write fails."""
 
-    EARLIER = (SUBJECT_FILENAME, CHECKPOINT_DIR, "train_config.json")
+    EARLIER = (SUBJECT_FILENAME, CHECKPOINT_DIR, "train_config.json", *STAGED)
 
     def __init__(self, out: Path, replacing: bool, settings: dict, inputs: dict | None = None):
         self.out, self.replacing, self.settings = out, replacing, settings
@@ -90,9 +101,17 @@ class OutputFolder:
         except BaseException:
             if self.replacing:
                 _move(aside, self.out, self.EARLIER)
+                shutil.rmtree(self.out / STAGING, ignore_errors=True)
             raise
+        if self.replacing:  # this run's logs and samples take the earlier ones' place
+            _move(self.out / STAGING, self.out, STAGED)
+            shutil.rmtree(self.out / STAGING, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
         self.started = True
+
+    def path(self, name: str) -> Path:
+        """Where this run writes ``name`` (``samples``) now."""
+        return staged(self.out, self.replacing and not self.started, name)
 
     def interrupted(self, step: int) -> str:
         """What a Ctrl-C at ``step`` leaves, and how to go on."""

@@ -36,9 +36,11 @@ MOST_FRAMES = 17
 class Validation:
     """The samples of one run: ``due(step)`` says when, ``sample(step)`` writes them."""
 
-    def __init__(self, config: TrainConfig, model, subject, folder: Path, height: int, width: int):
+    def __init__(self, config: TrainConfig, model, subject, where, height: int, width: int):
+        """``where(name)``: the folder the run writes ``name`` into now (the output folder's,
+        or its staging area while earlier results are still in place)."""
         self.config, self.model, self.subject = config, model, subject
-        self.folder = Path(folder) / "samples"
+        self.where = where
         self.height, self.width = height, width
         steps = config.validation_inference_steps
         k = min(max(1, round(K * steps / PAPER_STEPS)), steps - 1)
@@ -94,7 +96,7 @@ class Validation:
         return out
 
     def _write(self, step: int, videos) -> Path:
-        folder = self.folder / f"step-{step:06d}"
+        folder = self.where("samples") / f"step-{step:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for i, (prompt, video, fps) in enumerate(videos):
