@@ -45,6 +45,19 @@ def test_the_advanced_panel_reads_text_as_settings():
     }
 
 
+def test_validation_prompts_are_one_a_line_and_their_samples_are_shown(session):
+    assert parse_advanced({"validation_prompts": "a <new1> star, left\n\n a <new1> star \n"}) == {
+        "validation_prompts": ["a <new1> star, left", "a <new1> star"]
+    }
+    assert session.workspace.latest_samples("star") is None
+    watched = {**FAST, "validation_prompts": "a <new1> star, moving left",
+               "validation_inference_steps": "2", "validation_num_frames": "2",
+               "validation_steps": "2"}  # fmt: skip
+    session.learn("star", STAR, "a <new1> star", "a star", watched)
+    sheet = session.workspace.latest_samples("star")
+    assert sheet is not None and sheet.parent.name == "step-000004" and sheet.is_file()
+
+
 def test_photos_are_checked_and_stored_whole(session, tmp_path):
     ws = session.workspace
     with pytest.raises(UserError, match="3 to 10 photos"):

@@ -48,10 +48,21 @@ FAST, SAMPLING_STEPS = {
             "class-sampling-steps": "2",
             "checkpointing-steps": "2",
             "train-frames": "2",
+            "validation-prompts": "a <new1> star, moving left",
+            "validation-inference-steps": "2",
+            "validation-num-frames": "2",
         },
         "3",
     ),
-    "shapes": ({"max-train-steps": "150", "checkpointing-steps": "150"}, "25"),
+    "shapes": (
+        {
+            "max-train-steps": "150",
+            "checkpointing-steps": "150",
+            "validation-prompts": "a <new1> star moving left on a purple background",
+            "validation-steps": "50",
+        },
+        "25",
+    ),  # fmt: skip
 }[BASE]
 
 
@@ -166,6 +177,7 @@ def test_learn_then_generate_side_by_side(page, app):
         f"learnt in {steps} steps", timeout=900_000
     )
     expect(page.locator("#subjects")).to_contain_text("learnt")
+    expect(page.locator("#learn-samples img")).to_be_visible()  # the last samples' sheet
     page.locator("#advanced").get_by_text("advanced").first.click()  # folded for the picture
     _shot(page, "learn", app)
 

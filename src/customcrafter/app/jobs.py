@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, field_kind, flag_of, split_items, split_pair
+from ..config import TrainConfig, field_kind, field_named, flag_of, split_items, split_pair
 from ..errors import UserError
 from ..models.plugins import lab_of
 from ..prompts import find_tokens
@@ -69,6 +69,8 @@ def parse_advanced(values: dict[str, Any]) -> dict[str, Any]:
                 if type(None) not in typing.get_args(hints[name]):
                     continue
                 value = None
+            elif kind is list and field_named(TrainConfig, name).metadata.get("repeat"):
+                value = [line.strip() for line in value.splitlines() if line.strip()]
             elif kind is list:
                 value = split_items(value)
             elif kind is dict:

@@ -51,6 +51,13 @@ def _advanced_inputs(base: str) -> list[gr.components.Component]:
             inputs.append(gr.Checkbox(value=value, label=label, info=info, elem_id=elem_id))
         elif kind in (int, float):
             inputs.append(gr.Number(value=value, label=label, info=info, elem_id=elem_id))
+        elif f.metadata.get("repeat"):  # items that may hold commas (prompts): a line each
+            text = "\n".join(value or [])
+            inputs.append(
+                gr.Textbox(
+                    value=text, label=label, info=f"{info} (one per line)", lines=2, elem_id=elem_id
+                )  # fmt: skip
+            )
         else:  # optional numbers, text, lists and dicts: text, empty for the default
             if isinstance(value, list):
                 value = ", ".join(value)
@@ -158,6 +165,12 @@ def build_app(session: AppSession) -> gr.Blocks:
                         learn_button = gr.Button("Learn", variant="primary", elem_id="learn")
                         stop_button = gr.Button("Stop", elem_id="stop")
                     status = gr.Markdown(elem_id="learn-status")
+                    samples = gr.Image(
+                        label="latest samples (--validation-prompt, in the advanced settings)",
+                        type="filepath",
+                        interactive=False,
+                        elem_id="learn-samples",
+                    )
                 with gr.Column(scale=2):
                     gr.Markdown("### Subjects in the output folder")
                     subjects = gr.Dataframe(
@@ -283,23 +296,27 @@ def build_app(session: AppSession) -> gr.Blocks:
                         if loss is not None:
                             text += f", loss {loss:.4f}"
                         progress((state["step"], state["total"]), desc=text)
-                        yield f"training: {text}", gr.update(), gr.update()
+                        sheet = session.workspace.latest_samples(name)
+                        shown = gr.update(value=str(sheet)) if sheet else gr.update()
+                        yield f"training: {text}", gr.update(), gr.update(), shown
             finally:  # the job cancelled (page closed, queue cancelled): stop it, then end
                 if thread.is_alive():
                     session.stop()
                     thread.join()
             learnt = gr.update(choices=session.workspace.learnt())
+            sheet = session.workspace.latest_samples(name)
+            shown = gr.update(value=str(sheet)) if sheet else gr.update()
             if isinstance(result.get("error"), TrainingStoppedByUser):
-                yield f"stopped: {result['error']}", _subject_rows(session), learnt
+                yield f"stopped: {result['error']}", _subject_rows(session), learnt, shown
                 return
             if "error" in result:
                 _user_errors(result["error"])
-            yield result["message"], _subject_rows(session), learnt
+            yield result["message"], _subject_rows(session), learnt, shown
 
         learn_button.click(
             learn,
             [name, photos, instance_prompt, class_prompt, retrain, *advanced],
-            [status, subjects, subject],
+            [status, subjects, subject, samples],
             concurrency_id=DEVICE,
             concurrency_limit=1,
         )

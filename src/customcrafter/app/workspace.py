@@ -59,6 +59,23 @@ class Workspace:
             )
         return self.subjects_dir / name
 
+    def latest_samples(self, name: str) -> Path | None:
+        """The contact sheet of the newest validation samples of subject ``name`` (a run
+        that replaces earlier results keeps its own aside until its first checkpoint)."""
+        try:
+            folder = self.subject_dir(name)
+        except UserError:
+            return None
+        sheets = [*folder.glob("samples/step-*/contact_sheet.png")]
+        sheets += folder.glob(".run/samples/step-*/contact_sheet.png")
+        times = {}
+        for sheet in sheets:
+            try:
+                times[sheet] = sheet.stat().st_mtime
+            except OSError:  # moved meanwhile (the run's first checkpoint)
+                continue
+        return max(times, key=times.get, default=None)
+
     def save_photos(self, name: str, files: list[str | Path]) -> Path:
         """Check the uploaded ``files`` (3-10 readable photos) and store them as PNGs in the
         subject's ``photos`` folder, replacing what was there only once all are written."""

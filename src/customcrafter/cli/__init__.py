@@ -12,7 +12,8 @@ import logging
 import sys
 import traceback
 
-from .. import __version__
+import customcrafter
+
 from ..errors import UserError
 from . import app, benchmark, convert, demo, export, generate, plan, probe, shapes, train
 from . import eval as eval_command
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--version", action="version", version=f"customcrafter {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"customcrafter {customcrafter.__version__}"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
