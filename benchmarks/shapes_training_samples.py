@@ -46,10 +46,10 @@ def main() -> None:
         for folder in sorted((path.parent / "samples").iterdir()):
             step = int(folder.name.removeprefix("step-"))
             video = sorted(folder.glob("00-*.mp4"))[0]
-            label = "base model\n(class word)" if step == 0 else f"step {step}"
-            rows.append((f"{label}\n{video.stem[3:].replace('-', ' ')[:30]}", read_video(video)))
-        write_contact_sheet(args.out, rows, scale=3, label_width=200)
-    print(f"wrote {args.out}: {len(rows)} rows ({prompts[0]!r})")
+            label = "before training:\nthe base model,\nclass word" if step == 0 else f"step {step}"
+            rows.append((label, read_video(video)))
+        write_contact_sheet(args.out, rows, scale=3, label_width=130)
+    print(f"wrote {args.out}: {len(rows)} steps ({prompts[0]!r})")
 
 
 if __name__ == "__main__":

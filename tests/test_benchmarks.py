@@ -127,3 +127,15 @@ def test_the_gpu_memory_check_runs_its_ways_on_the_cpu():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "tiny-wan train [1 GB:" in result.stdout and "step " in result.stdout
     assert "tiny-wan generate [1 GB:" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_training_samples_picture_is_made_from_the_validation_rounds(tmp_path):
+    out = tmp_path / "samples.png"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "shapes_training_samples.py"), "--steps", "2",
+         "--every", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 steps" in result.stdout and out.is_file()  # before training, steps 1 and 2
