@@ -76,8 +76,11 @@ def test_a_run_logs_its_losses_and_samples_to_tensorboard(tmp_path, instance_dir
     tags = log.Tags()
     assert {"loss", "prior", "lr", "grad_norm", "step_seconds"} <= set(tags["scalars"])
     assert [e.step for e in log.Scalars("loss")] == [1, 2, 3]
-    assert "samples" in tags["images"]
-    assert sorted(e.step for e in log.Images("samples")) == [0, 3]
+    assert {"samples/0", "samples/contact_sheet"} <= set(tags["images"])
+    assert sorted(e.step for e in log.Images("samples/contact_sheet")) == [0, 3]
+    videos = log.Images("samples/0")
+    assert sorted(e.step for e in videos) == [0, 3]
+    assert all(e.encoded_image_string.startswith(b"GIF8") for e in videos)  # animated
 
 
 def test_report_to_names_what_is_missing(tmp_path, instance_dir, class_dir):

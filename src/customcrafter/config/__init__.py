@@ -273,7 +273,7 @@ class TrainConfig:
     report_to: str | None = setting(
         None,
         help="log the losses, learning rate, gradient norm, step time and validation samples "
-        "under OUTPUT/logs: tensorboard, wandb or none (default: tensorboard when installed, "
+        "under OUTPUT/logs/<date-time>: tensorboard, wandb or none (default: tensorboard when installed, "
         "else none; nothing leaves the machine unless wandb is asked for)",
         metavar="{tensorboard,wandb,none}",
     )

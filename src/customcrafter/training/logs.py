@@ -4,8 +4,8 @@ run beside the earlier ones; a replacing run that fails before its first checkpo
 its folder away, leaving the output folder as it was).
 
 Each step logs the loss (and the prior loss), the learning rate, the gradient norm before
-clipping and the step's seconds; each validation round its contact sheet (TensorBoard) or
-its videos (W&B). TensorBoard is the default when it is installed (``pip install
+clipping and the step's seconds; each validation round its samples (TensorBoard: animated
+GIFs in the image panel, and the contact sheet; W&B: the mp4s). TensorBoard is the default when it is installed (``pip install
 customcrafter[logs]``), nothing otherwise; nothing leaves the machine unless ``wandb`` is
 asked for.
 """
@@ -13,13 +13,16 @@ asked for.
 from __future__ import annotations
 
 import importlib.util
+import io
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import UserError
+from ..io.video import read_video
 
 REPORT_TO = ("tensorboard", "wandb", "none")
 
@@ -48,7 +51,10 @@ def start(accelerator, settings: dict) -> Path | None:
     returns the run's log folder."""
     if not accelerator.log_with:
         return None
-    name = time.strftime("%Y%m%d-%H%M%S")
+    name, n = time.strftime("%Y%m%d-%H%M%S"), 1
+    while (Path(accelerator.logging_dir) / name).exists():  # two runs in one second
+        n += 1
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
     flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in settings.items()}
     accelerator.init_trackers(name, config=flat)
     return Path(accelerator.logging_dir) / name
@@ -67,22 +73,38 @@ def log_step(accelerator, step: int, logs: dict, lr: float, seconds: float) -> N
 
 
 def log_samples(accelerator, step: int, folder: Path) -> None:
-    """A validation round: its contact sheet (TensorBoard) or its videos (W&B)."""
+    """A validation round: each sample as an animated GIF and the contact sheet
+    (TensorBoard: its image panel plays GIFs), or the mp4s (W&B)."""
     if not accelerator.log_with or not accelerator.is_main_process:
         return
-    from PIL import Image
-
+    videos = sorted(folder.glob("*.mp4"))
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
+            writer = tracker.writer
+            for i, path in enumerate(videos):
+                writer.file_writer.add_summary(_gif_summary(f"samples/{i}", path), step)
             with Image.open(folder / "contact_sheet.png") as sheet:
                 image = np.asarray(sheet.convert("RGB"))
-            tracker.writer.add_image("samples", image, step, dataformats="HWC")
-            tracker.writer.flush()
+            writer.add_image("samples/contact_sheet", image, step, dataformats="HWC")
+            writer.flush()
         elif tracker.name == "wandb":
             import wandb
 
-            videos = [wandb.Video(str(p)) for p in sorted(folder.glob("*.mp4"))]
-            tracker.log({"samples": videos}, step=step)
+            tracker.log({"samples": [wandb.Video(str(p)) for p in videos]}, step=step)
+
+
+def _gif_summary(tag: str, video: Path):
+    """An image summary holding ``video`` as an animated GIF (what TensorBoard plays)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    frames = read_video(video)
+    buffer = io.BytesIO()
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=125,
+                   loop=0)  # fmt: skip
+    h, w = frames.shape[1:3]
+    image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=buffer.getvalue())
+    return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
 def end(accelerator) -> None:
