@@ -102,7 +102,8 @@ def test_generate_numbers_have_a_range(trained, tmp_path, capsys, extra, message
         (["app", "--port", "99999"], "argument --port: must be between 1 and 65535"),
         (["demo", "--steps", "0"], "argument --steps: must be at least 1"),
         (["shapes", "evaluate-base", "--seeds", "0"], "argument --seeds"),
-        (["generate", "--prompt", "x"], "the following arguments are required: --out"),
+        (["generate", "--prompt", "x"], "give --prompt and --out (or --prompts FILE"),
+        (["generate", "--prompts", "P", "--seeds", "1,x"], "argument --seeds: comma-separated"),
     ],
 )
 def test_other_commands_refuse_numbers_out_of_range_before_any_work(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import fields
 
 from ..config import (
@@ -26,8 +27,24 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "generate", help="generate a video, with or without a subject module"
     )
-    parser.add_argument("--prompt", required=True, help="e.g. 'a <new1> dog surfing a wave'")
-    parser.add_argument("--out", required=True, help="output video, .mp4 or .gif")
+    parser.add_argument("--prompt", help="e.g. 'a <new1> dog surfing a wave'")
+    parser.add_argument("--out", help="output video, .mp4 or .gif")
+    parser.add_argument(
+        "--prompts",
+        metavar="FILE",
+        help="many videos: a file of prompts, one a line (with --output-dir; under "
+        "accelerate launch the videos are split across the processes)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        metavar="LIST",
+        help="with --prompts: comma-separated seeds, a video each per prompt (default: --seed)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        help="with --prompts: the folder of the videos and their manifest.json",
+    )
     parser.add_argument("--gif", action="store_true", help="also write a .gif beside the .mp4")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument(
@@ -77,43 +94,36 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, got {text!r}") from None
+    if not seeds or any(not 0 <= s < 2**63 for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds from 0 to 2**63 - 1, got {text!r}")
+    return seeds
+
+
 def run(args: argparse.Namespace) -> None:
     from ..io.video import check_output_path, write_video
-    from ..sampling import CustomCrafterPipeline
 
+    many = args.prompts is not None
+    if many and (args.prompt or args.out or args.gif):
+        raise UserError("--prompts writes into --output-dir: drop --prompt, --out and --gif")
+    if not many and (args.seeds or args.output_dir):
+        raise UserError("--seeds and --output-dir go with --prompts FILE")
+    if many and not args.output_dir:
+        raise UserError("--prompts needs --output-dir, the folder for its videos")
+    if not many and not (args.prompt and args.out):
+        raise UserError("give --prompt and --out (or --prompts FILE and --output-dir)")
+    if many:
+        return _run_many(args)
     out = check_output_path(args.out, args.overwrite)
     gif = out.with_suffix(".gif") if args.gif and out.suffix == ".mp4" else None
     if gif is not None:
         check_output_path(gif, args.overwrite)
-    if args.no_subject and args.subject:
-        raise UserError("--no-subject and --subject exclude each other")
-    if not args.no_subject and not args.subject:
-        raise UserError(
-            "give --subject (a trained subject module) or --no-subject for the plain base model"
-        )
-    if args.no_subject and not args.base:
-        raise UserError("--no-subject needs --base")
-    sample = SampleConfig(**config_values(args, SampleConfig))
-    sample.validate()
-    schedule = _schedule(args)
-    if sample.num_inference_steps is not None:
-        schedule.check_steps(sample.num_inference_steps)
-    device = default_device(args.device)
-    if args.vram is not None:
-        _fit(args, sample)
-    pipe = CustomCrafterPipeline.from_pretrained(
-        args.base,
-        None if args.no_subject else args.subject,
-        device=device,
-        dtype=default_dtype(args.dtype, device),
-        strict=not args.allow_base_mismatch,
-        base_config=args.base_config,
-        vae_chunk_size=args.vae_chunk_size,
-        offload=args.offload,
-        weights_dtype=args.weights_dtype,
-        text_encoder_dtype=args.text_encoder_dtype,
-        offload_blocks=args.offload_blocks or 0,
-    )
+    sample, schedule = _settings(args)
+    pipe = _pipeline(args, sample, default_device(args.device))
     result = pipe(
         args.prompt,
         schedule=schedule,
@@ -126,6 +136,71 @@ def run(args: argparse.Namespace) -> None:
     if gif is not None:
         write_video(gif, result.videos[0], result.fps)
         print(f"wrote {gif}")
+
+
+def _settings(args: argparse.Namespace):
+    """The sampler's settings and the weight schedule, checked."""
+    sample = SampleConfig(**config_values(args, SampleConfig))
+    sample.validate()
+    schedule = _schedule(args)
+    if sample.num_inference_steps is not None:
+        schedule.check_steps(sample.num_inference_steps)
+    return sample, schedule
+
+
+def _run_many(args: argparse.Namespace) -> None:
+    """``--prompts FILE``: every (prompt, seed) pair, split across the launched processes."""
+    from pathlib import Path
+
+    from accelerate import PartialState
+
+    from ..sampling.batch import generate_many, plan_videos, read_prompts
+
+    prompts = read_prompts(args.prompts)
+    sample, schedule = _settings(args)
+    out = Path(args.output_dir)
+    jobs = plan_videos(prompts, args.seeds or [sample.seed], out, args.overwrite)
+    state = PartialState()
+    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    pipe = _pipeline(args, sample, default_device(device))
+    settings = {
+        "base": pipe.model.name,
+        "subject": None if args.no_subject else str(args.subject),
+        "schedule": schedule.describe(),
+        **{k: v for k, v in dataclasses.asdict(sample).items() if k != "seed"},
+    }
+    manifest = generate_many(pipe, jobs, out, schedule, sample, settings,
+                             fold_lora=not args.unmerged, progress=not args.quiet)  # fmt: skip
+    if manifest is not None:
+        print(f"{schedule.describe()}: wrote {len(jobs)} videos and {manifest}")
+
+
+def _pipeline(args: argparse.Namespace, sample: SampleConfig, device: str):
+    from ..sampling import CustomCrafterPipeline
+
+    if args.no_subject and args.subject:
+        raise UserError("--no-subject and --subject exclude each other")
+    if not args.no_subject and not args.subject:
+        raise UserError(
+            "give --subject (a trained subject module) or --no-subject for the plain base model"
+        )
+    if args.no_subject and not args.base:
+        raise UserError("--no-subject needs --base")
+    if args.vram is not None:
+        _fit(args, sample)
+    return CustomCrafterPipeline.from_pretrained(
+        args.base,
+        None if args.no_subject else args.subject,
+        device=device,
+        dtype=default_dtype(args.dtype, device),
+        strict=not args.allow_base_mismatch,
+        base_config=args.base_config,
+        vae_chunk_size=args.vae_chunk_size,
+        offload=args.offload,
+        weights_dtype=args.weights_dtype,
+        text_encoder_dtype=args.text_encoder_dtype,
+        offload_blocks=args.offload_blocks or 0,
+    )
 
 
 def _fit(args: argparse.Namespace, sample: SampleConfig) -> None:
