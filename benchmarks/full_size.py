@@ -36,15 +36,13 @@ from safetensors import safe_open
 from customcrafter.planning import trace
 from customcrafter.planning.plan import Job, estimate
 from customcrafter.planning.releases import (
-    _UMT5_XXL,
     _WAN22_VAE,
-    _WAN_SIZES,
-    _WAN_TRANSFORMER,
     WAN21_1_3B,
     WAN21_14B,
     WAN22_5B,
     WAN22_A14B,
     build_on_meta,
+    build_wan,
 )
 from customcrafter.subject import SpatialSubjectModule
 from customcrafter.subject.export import export_subject
@@ -59,35 +57,13 @@ KEYS_PER_LAYER = {"comfyui": 3, "diffusers": 2}
 def build_random(release: str, size: str, vae_config: dict | None):
     """The release's transformer and VAE with random bf16 weights on the CPU, its text
     encoder on the meta device."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    from customcrafter.models.wan import WanModel, build_tiny_tokenizer, scheduler_config
-
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
     try:
-        sizes = {**_WAN_TRANSFORMER, **_WAN_SIZES[size]}
-        sizes["out_channels"] = sizes["in_channels"]
-        transformer = WanTransformer3DModel(**sizes)
-        vae = AutoencoderKLWan(**(vae_config or {}))
-        with torch.device("meta"):
-            encoder = UMT5EncoderModel(UMT5Config(**_UMT5_XXL))
+        return build_wan(release, size, vae_config, device="cpu", text_device="meta")
     finally:
         torch.set_default_dtype(previous)
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-    )
-    return WanModel(
-        release,
-        transformer,
-        vae,
-        encoder,
-        build_tiny_tokenizer(),
-        scheduler_config(scheduler),
-        expand_timesteps=vae_config is not None,
-    )
 
 
 def build_tiny():

@@ -37,70 +37,23 @@ from PIL import Image
 from vc2_memory import Meter
 
 from customcrafter.config import TrainConfig
-from customcrafter.models.wan import (
-    WanModel,
-    build_tiny_tokenizer,
-    build_tiny_wan,
-    scheduler_config,
-)
+from customcrafter.models.wan import WanModel, build_tiny_wan
+from customcrafter.planning.releases import build_wan
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from customcrafter.subject import SpatialSubjectModule
 from customcrafter.training import train
 
 
 def build_wan_1_3b(device: str, dtype: torch.dtype) -> WanModel:
-    """Random weights in Wan 2.1 T2V 1.3B's shapes, made on ``device`` in ``dtype``."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
-
+    """Random weights in Wan 2.1 T2V 1.3B's shapes (``customcrafter.planning.releases``),
+    made on ``device`` in ``dtype``."""
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
-        with torch.device(device):
-            transformer = WanTransformer3DModel(
-                patch_size=(1, 2, 2),
-                num_attention_heads=12,
-                attention_head_dim=128,
-                in_channels=16,
-                out_channels=16,
-                text_dim=4096,
-                freq_dim=256,
-                ffn_dim=8960,
-                num_layers=30,
-                cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads",
-                eps=1e-6,
-            )
-            vae = AutoencoderKLWan()  # the class's defaults are Wan 2.1's VAE
-            text_encoder = UMT5EncoderModel(
-                UMT5Config(
-                    vocab_size=256384,
-                    d_model=4096,
-                    d_kv=64,
-                    d_ff=10240,
-                    num_layers=24,
-                    num_heads=64,
-                    relative_attention_num_buckets=32,
-                    feed_forward_proj="gated-gelu",
-                    pad_token_id=0,
-                    eos_token_id=1,
-                )
-            )
+        return build_wan("wan-1.3b-random", "1.3B", device=device)
     finally:
         torch.set_default_dtype(previous)
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-    )
-    # the tokenizer is the tiny one made in code (its ids are a subset of UMT5's)
-    return WanModel(
-        "wan-1.3b-random",
-        transformer,
-        vae,
-        text_encoder,
-        build_tiny_tokenizer(),
-        scheduler_config(scheduler),
-    )
 
 
 def build(args, device: str) -> WanModel:

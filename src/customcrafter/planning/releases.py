@@ -9,6 +9,7 @@ size). The tiny test models and the named bases build for real, on the meta devi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -78,36 +79,45 @@ _SD_VAE = dict(
 )
 
 
-def _wan(size: str, vae: dict | None = None, two_experts: bool = False, name: str = ""):
-    def build():
-        from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-        from transformers import UMT5Config, UMT5EncoderModel
+def build_wan(
+    name: str,
+    size: str,
+    vae: dict | None = None,
+    two_experts: bool = False,
+    device: str = "meta",
+    text_device: str | None = None,
+):
+    """The Wan release of transformer ``size`` (``"1.3B"``, ``"14B"``, ``"5B"``; ``vae``:
+    Wan 2.2's 48-channel one, else Wan 2.1's) built on ``device``: on the meta device shapes
+    alone; on a real device random weights in the default dtype. UMT5-XXL on
+    ``text_device`` (default: ``device``); the tokenizer the tiny one made in code."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
 
-        from ..models.wan import WanModel, build_tiny_tokenizer, scheduler_config
+    from ..models.wan import WanModel, build_tiny_tokenizer, scheduler_config
 
-        sizes = {**_WAN_TRANSFORMER, **_WAN_SIZES[size]}
-        sizes["out_channels"] = sizes["in_channels"]
-        with torch.device("meta"):
-            transformer = WanTransformer3DModel(**sizes)
-            second = WanTransformer3DModel(**sizes) if two_experts else None
-            encoder = UMT5EncoderModel(UMT5Config(**_UMT5_XXL))
-            autoencoder = AutoencoderKLWan(**(vae or {}))  # defaults: Wan 2.1's VAE
-        scheduler = UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-        )
-        return WanModel(
-            name,
-            transformer,
-            autoencoder,
-            encoder,
-            build_tiny_tokenizer(),
-            scheduler_config(scheduler),
-            transformer_2=second,
-            boundary_ratio=0.875 if two_experts else None,
-            expand_timesteps=vae is not None,
-        )
-
-    return build
+    sizes = {**_WAN_TRANSFORMER, **_WAN_SIZES[size]}
+    sizes["out_channels"] = sizes["in_channels"]
+    with torch.device(device):
+        transformer = WanTransformer3DModel(**sizes)
+        second = WanTransformer3DModel(**sizes) if two_experts else None
+        autoencoder = AutoencoderKLWan(**(vae or {}))  # defaults: Wan 2.1's VAE
+    with torch.device(text_device or device):
+        encoder = UMT5EncoderModel(UMT5Config(**_UMT5_XXL))
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    return WanModel(
+        name,
+        transformer,
+        autoencoder,
+        encoder,
+        build_tiny_tokenizer(),
+        scheduler_config(scheduler),
+        transformer_2=second,
+        boundary_ratio=0.875 if two_experts else None,
+        expand_timesteps=vae is not None,
+    )
 
 
 def _videocrafter2():
@@ -168,10 +178,10 @@ def _clip_tokenizer():
 
 #: hub id -> how to build its architecture
 RELEASES: dict[str, Callable] = {
-    WAN21_1_3B: _wan("1.3B", name=WAN21_1_3B),
-    WAN21_14B: _wan("14B", name=WAN21_14B),
-    WAN22_5B: _wan("5B", vae=_WAN22_VAE, name=WAN22_5B),
-    WAN22_A14B: _wan("14B", two_experts=True, name=WAN22_A14B),
+    WAN21_1_3B: functools.partial(build_wan, WAN21_1_3B, "1.3B"),
+    WAN21_14B: functools.partial(build_wan, WAN21_14B, "14B"),
+    WAN22_5B: functools.partial(build_wan, WAN22_5B, "5B", _WAN22_VAE),
+    WAN22_A14B: functools.partial(build_wan, WAN22_A14B, "14B", two_experts=True),
     VIDEOCRAFTER2: _videocrafter2,
     MODELSCOPE: _modelscope,
 }
@@ -187,25 +197,18 @@ def build_on_meta(base: str):
 
 def _from_configs(base: str):
     from ..models.plugins import named_base
-    from ..models.registry import TINY, load_base_model
-    from ..models.wan import is_wan_folder
+    from ..models.registry import TINY, _names_wan, load_base_model
 
     if base in TINY or named_base(base) is not None:  # small: built for real, then shapes only
         return load_base_model(base).to(device="meta")
     spec = base.removeprefix("wan:")
-    if is_wan_folder(spec) or _cached_wan(spec):
+    if _names_wan(spec):  # a Wan folder, or a cached hub id of one
         return _wan_from_configs(spec)
     known = ", ".join(RELEASES)
     raise UserError(
         f"plan knows the releases ({known}), Wan folders and cached Wan hub ids, the tiny "
         f"test models and the named bases; {base!r} is none of them"
     )
-
-
-def _cached_wan(spec: str) -> bool:
-    from ..models.registry import _names_wan
-
-    return _names_wan(spec)
 
 
 def _wan_from_configs(path: str):
