@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..io.files import check_writable, write_json
+from ..io.files import check_writable, slug, write_json
 from ..io.images import load_image
 from ..subject import SUBJECT_FILENAME, read_metadata
 from ..training.checkpoint import list_checkpoints
+from ..training.output import staged
 
 #: how many photos a subject is learnt from (the paper's range)
 MIN_PHOTOS, MAX_PHOTOS = 3, 10
@@ -66,8 +67,10 @@ class Workspace:
             folder = self.subject_dir(name)
         except UserError:
             return None
-        sheets = [*folder.glob("samples/step-*/contact_sheet.png")]
-        sheets += folder.glob(".run/samples/step-*/contact_sheet.png")
+        sheets = [
+            *(folder / "samples").glob("step-*/contact_sheet.png"),
+            *staged(folder, True, "samples").glob("step-*/contact_sheet.png"),
+        ]
         times = {}
         for sheet in sheets:
             try:
@@ -143,12 +146,12 @@ class Workspace:
     def new_video_stem(self, label: str) -> Path:
         """A fresh path stem in ``videos/`` (``20261202-140501-3-dwvs``)."""
         self.videos_dir.mkdir(parents=True, exist_ok=True)
-        slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "video"
+        name = slug(label, empty="video")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         n = 0
-        while (self.videos_dir / f"{stamp}-{n}-{slug}.mp4").exists():
+        while (self.videos_dir / f"{stamp}-{n}-{name}.mp4").exists():
             n += 1
-        return self.videos_dir / f"{stamp}-{n}-{slug}"
+        return self.videos_dir / f"{stamp}-{n}-{name}"
 
     def record(self, stem: Path, settings: dict) -> None:
         write_json(stem.with_suffix(".json"), settings)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
+from ..io.files import slug
 
 ENV_PREFIX = "CUSTOMCRAFTER_"
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -33,7 +34,7 @@ def suggest(word: str, known: Iterable[str]) -> str:
 
 def slugify(name: str) -> str:
     """A folder name for ``name``: lower case, runs of other characters as ``-``."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "x"
+    return slug(name, empty="x")
 
 
 def unset_message(name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -67,6 +68,12 @@ def _size(count: int) -> str:
             break
         count /= 1024
     return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+
+
+def slug(text: str, limit: int | None = None, empty: str = "") -> str:
+    """``text`` as a file-name part: lower case, every run of other characters one ``-``, at
+    most ``limit`` characters; ``empty`` when nothing is left."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or empty
 
 
 def write_text(path: str | Path, text: str) -> None:

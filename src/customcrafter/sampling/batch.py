@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 from ..errors import UserError
-from ..io.files import check_writable, write_json
+from ..io.files import check_writable, slug, write_json
 from ..io.video import write_video
 
 MANIFEST = "manifest.json"
@@ -37,8 +36,7 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def video_name(index: int, prompt: str, seed: int) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48] or "prompt"
-    return f"{index:03d}-{slug}-seed{seed}.mp4"
+    return f"{index:03d}-{slug(prompt, 48, 'prompt')}-seed{seed}.mp4"
 
 
 def plan_videos(prompts: list[str], seeds: list[int], out: Path, overwrite: bool) -> list[dict]:

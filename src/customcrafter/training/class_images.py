@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..io.files import atomic_path
+from ..io.files import atomic_path, slug
 from ..io.video import write_video
 from ..models.base import BaseVideoModel
 from ..sampling import CustomCrafterPipeline
@@ -38,11 +37,11 @@ def class_video_dir(
 
 
 def _cache_dir(model: BaseVideoModel, kind: str, class_prompt: str, size: str) -> Path:
-    slug = re.sub(r"[^a-z0-9]+", "-", class_prompt.lower()).strip("-")[:40]
+    name = slug(class_prompt, 40)
     key = hashlib.sha256(
         f"{model.architecture_fingerprint()}|{model.weights_fingerprint()}|{class_prompt}|{size}".encode()
     ).hexdigest()[:12]
-    return cache_root() / kind / f"{slug}-{key}"
+    return cache_root() / kind / f"{name}-{key}"
 
 
 def ensure_class_images(

@@ -16,13 +16,14 @@ validation, and so is its subject file.
 from __future__ import annotations
 
 import logging
-import re
+import textwrap
 from pathlib import Path
 
 import torch
 
 from ..config import TrainConfig
 from ..io.contact_sheet import write_contact_sheet
+from ..io.files import slug
 from ..io.video import to_uint8_frames, write_video
 from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from ..sampling.dwvs import LAMBDA_L, LAMBDA_S, K
@@ -100,24 +101,9 @@ class Validation:
         folder.mkdir(parents=True, exist_ok=True)
         rows = []
         for i, (prompt, video, fps) in enumerate(videos):
-            write_video(folder / f"{i:02d}-{_slug(prompt)}.mp4", video, fps)
-            rows.append((_wrapped(prompt), to_uint8_frames(video)))
+            write_video(folder / f"{i:02d}-{slug(prompt, 60, 'prompt')}.mp4", video, fps)
+            rows.append(("\n".join(textwrap.wrap(prompt, 34)[:6]), to_uint8_frames(video)))
         write_contact_sheet(folder / "contact_sheet.png", rows, scale=max(1, 128 // self.width))
         what = "the base model (class word)" if step == 0 else f"step {step}"
         logger.info("samples of %s: %s", what, folder)
         return folder
-
-
-def _slug(prompt: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60] or "prompt"
-
-
-def _wrapped(prompt: str, width: int = 34) -> str:
-    words, lines, line = prompt.split(), [], ""
-    for word in words:
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "\n".join([*lines, line][:6])
