@@ -9,30 +9,30 @@ import pytest
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 
+def _benchmark(script: str, *args: str, timeout: int = 300) -> str:
+    """What ``benchmarks/<script>`` prints when run with ``args``; it must succeed."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 @pytest.mark.slow
 def test_the_videocrafter2_memory_benchmark_runs_at_tiny_size():
     args = ["--tiny", "--device", "cpu", "--steps", "2", "--train-steps", "1"]
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "vc2_memory.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    stdout = _benchmark("vc2_memory.py", *args)
+    lines = stdout.splitlines()
     assert any(line.startswith("generate (sequential offload)") for line in lines)
     assert any(line.startswith("train (fp32, checkpointing)") for line in lines)
 
 
 def test_the_word_probe_reads_the_shipped_model():
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "shapes_word_probe.py")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    words, drift = result.stdout.split("Centroid of the guess")
+    stdout = _benchmark("shapes_word_probe.py")
+    words, drift = stdout.split("Centroid of the guess")
     rows = {
         line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]]
         for line in words.splitlines()
@@ -70,72 +70,42 @@ def test_the_word_probe_reads_the_shipped_model():
 def test_the_wan_dwvs_benchmark_runs_at_tiny_size():
     args = ["--layers", "2", "--heads", "2", "--head-dim", "12", "--ffn", "32", "--size", "16x16"]
     args += ["--frames", "5", "--steps", "6", "--repeats", "1"]
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "wan_dwvs_overhead.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    stdout = _benchmark("wan_dwvs_overhead.py", *args)
+    rows = {line.split()[0] for line in stdout.splitlines() if line.strip()}
     assert {"base", "dwvs-folded", "diffusers-base", "diffusers-set-adapters"} <= rows
-    assert "dwvs-folded / base =" in result.stdout
+    assert "dwvs-folded / base =" in stdout
 
 
 def test_the_wan_memory_benchmark_builds_the_release_shapes_and_runs_at_tiny_size():
-    script = str(BENCHMARKS / "wan_memory.py")
-    shapes = subprocess.run(
-        [sys.executable, script, "--shapes"], capture_output=True, text=True, timeout=300
-    )
-    assert shapes.returncode == 0, shapes.stderr[-2000:]
+    shapes = _benchmark("wan_memory.py", "--shapes")
     # Wan 2.1 T2V 1.3B: a 1.419 B transformer, UMT5-XXL's 5.681 B encoder, a 0.127 B VAE
     assert (
-        shapes.stdout.split()
+        shapes.split()
         == (
             "unet: 1.419 B parameters text_encoder: 5.681 B parameters vae: 0.127 B parameters"
         ).split()
     )
     args = ["--tiny", "--device", "cpu", "--steps", "2", "--train-steps", "1"]
-    result = subprocess.run(
-        [sys.executable, script, *args], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    lines = _benchmark("wan_memory.py", *args).splitlines()
     for row in ("train 1-frame (identifier, cached)", "train 5-frame", "generate (model offload)"):
         assert any(line.startswith(row) for line in lines), row
 
 
 def test_the_full_size_benchmark_runs_at_tiny_size():
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "full_size.py"), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "lora layers: 12 |" in result.stdout  # 2 blocks x 6
-    assert "comfyui keys: 36 | diffusers keys: 24" in result.stdout
+    stdout = _benchmark("full_size.py", "--tiny")
+    assert "lora layers: 12 |" in stdout  # 2 blocks x 6
+    assert "comfyui keys: 36 | diffusers keys: 24" in stdout
 
 
 def test_the_gpu_memory_check_runs_its_ways_on_the_cpu():
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "memory_check.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "tiny-wan train [1 GB:" in result.stdout and "step " in result.stdout
-    assert "tiny-wan generate [1 GB:" in result.stdout
+    stdout = _benchmark("memory_check.py", "--smoke")
+    assert "tiny-wan train [1 GB:" in stdout and "step " in stdout
+    assert "tiny-wan generate [1 GB:" in stdout
 
 
 @pytest.mark.slow
 def test_the_training_samples_picture_is_made_from_the_validation_rounds(tmp_path):
     out = tmp_path / "samples.png"
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "shapes_training_samples.py"), "--steps", "2",
-         "--every", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "3 steps" in result.stdout and out.is_file()  # before training, steps 1 and 2
+    args = ["--steps", "2", "--every", "1", "--out", str(out)]
+    stdout = _benchmark("shapes_training_samples.py", *args, timeout=600)
+    assert "3 steps" in stdout and out.is_file()  # before training, steps 1 and 2

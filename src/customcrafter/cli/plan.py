@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..errors import UserError
-    from ..planning.plan import GB, Job, estimate, nothing_fits, parse_vram, visible_vram
+    from ..planning.plan import Job, estimate, nothing_fits, parse_vram, visible_vram
 
     vram = parse_vram(args.vram) if args.vram is not None else visible_vram()
     job = Job(
@@ -55,12 +55,12 @@ def run(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(plan.as_json(), indent=2))
     else:
-        _print(plan, GB)
+        _print(plan)
     if not plan.fits:
         raise UserError(nothing_fits(plan))
 
 
-def _print(plan, GB: float) -> None:
+def _print(plan) -> None:
     h, w, f = plan.size
     print(f"{plan.job.base}: {plan.job.task} at {w}x{h}, {f} frames")
     for name, count in plan.parameters.items():

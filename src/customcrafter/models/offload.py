@@ -43,6 +43,8 @@ class BlockOffload:
         self.device = torch.device(device)
         self.host = torch.device(host)
         self._groups = [list(g) for g in groups if g]
+        #: block -> (group, index), for the log
+        self._where = {b: (gi, bi) for gi, g in enumerate(self._groups) for bi, b in enumerate(g)}
         self._stored: dict[nn.Module, list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]]] = {}
         self._resident: dict[nn.Module, torch.cuda.Event | None] = {}
         cuda = self.device.type == "cuda"
@@ -80,7 +82,6 @@ class BlockOffload:
             from .base import _checkpointed
 
             block.forward = _checkpointed(onloading)
-        block._customcrafter_onloading = onloading
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -116,7 +117,7 @@ class BlockOffload:
         else:
             self._copy_in(block)
         self._resident[block] = event
-        self.log.append(("load", *self._where(block), prefetch))
+        self.log.append(("load", *self._where[block], prefetch))
 
     def _copy_in(self, block: nn.Module) -> None:
         for param, stored, _ in self._stored[block]:
@@ -137,19 +138,12 @@ class BlockOffload:
         for param, _, placeholder in self._stored[block]:
             param.data = placeholder
         del self._resident[block]
-        self.log.append(("drop", *self._where(block)))
+        self.log.append(("drop", *self._where[block]))
 
     def release(self) -> None:
         """Put every onloaded block back (after a generation, before the VAE decodes)."""
         for block in list(self._resident):
             self._drop(block)
-
-    def _where(self, block: nn.Module) -> tuple[int, int]:
-        for gi, blocks in enumerate(self._groups):
-            for bi, b in enumerate(blocks):
-                if b is block:
-                    return gi, bi
-        raise KeyError(block)
 
 
 def _placeholder(like: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -67,9 +67,6 @@ class ByteCounter(TorchDispatchMode):
         self.live -= self._sizes.pop(key, 0)
         self._refs.pop(key, None)
 
-    def reset_peak(self) -> None:
-        self.peak = self.live
-
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is _aten._local_scalar_dense.default and args[0].device.type == "meta":
             # a value read on the meta device (a mask's ``.all()``, a timestep picking an

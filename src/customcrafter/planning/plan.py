@@ -225,15 +225,11 @@ def _size(job: Job, model) -> tuple[int, int, int]:
     return job.height or d.height, job.width or d.width, frames
 
 
-def _blocks(model) -> list[list[torch.nn.Module]]:
-    return model.offloadable_blocks()
-
-
 def _offloaded_bytes(model, count: int) -> tuple[int, int]:
     """Bytes of the frozen weights of the last ``count`` blocks of each denoiser, and of the
     two largest of them (on the GPU at a time)."""
     sizes = []
-    for group in _blocks(model):
+    for group in model.offloadable_blocks():
         sizes += [_bytes(b, trained=False) for b in group[len(group) - count :]] if count else []
     return sum(sizes), sum(sorted(sizes)[-2:])
 
@@ -244,11 +240,6 @@ def _targets_bytes(subject) -> int:
         layer.base_layer.weight.numel() * COMPUTE_DTYPE.itemsize
         for layer in subject.layers.values()
     )
-
-
-def _step_flops_per_block(flops: int, model) -> float:
-    count = sum(len(g) for g in _blocks(model)) or 1
-    return flops / count
 
 
 # --- estimating ----------------------------------------------------------------------------------
@@ -262,7 +253,7 @@ def estimate(job: Job, vram: float | None = None, counts: list[int] | None = Non
     size = _size(job, base_model)
     base_model.latent_shape(1, size[2], size[0], size[1])  # the model's own size checks
     parameters = parameter_counts(base_model)
-    most = min(len(g) for g in _blocks(base_model)) if _blocks(base_model) else 0
+    most = min((len(g) for g in base_model.offloadable_blocks()), default=0)
     counts = counts if counts is not None else list(range(0, most + 1))
     estimates = []
     if job.task == "train":
@@ -366,9 +357,9 @@ def _offload_cost(traced: _Traced, way: Way, flops: int, passes: int) -> float:
         return 0.0
     model = traced.model
     gone, _ = _offloaded_bytes(model, way.offload_blocks)
-    groups = len(_blocks(model))
-    per_block_copy = gone / (way.offload_blocks * groups) / PCIE
-    per_block_compute = _step_flops_per_block(flops, model) / passes / GPU_FLOPS
+    groups = model.offloadable_blocks()
+    per_block_copy = gone / (way.offload_blocks * len(groups)) / PCIE
+    per_block_compute = flops / max(sum(len(g) for g in groups), 1) / passes / GPU_FLOPS
     exposed = max(0.0, per_block_copy - per_block_compute)
     # a two-expert model runs one expert per step: its blocks are the ones copied
     return passes * way.offload_blocks * exposed
