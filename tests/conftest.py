@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 # the tests run offline: a name that is no local folder is looked up in the local Hugging
@@ -81,3 +83,14 @@ def wan_identifier_subject(path: Path, b_std: float = 0.0, model=None, identifie
                 b = layer.lora_B["subject"].weight
                 b.copy_(torch.randn(b.shape, generator=generator) * b_std)
     return module.save(path)
+
+
+def launch(args: list[str], processes: int = 2, **kwargs) -> subprocess.Popen:
+    """``customcrafter ARGS`` on ``processes`` CPU processes started by torchrun (what
+    ``accelerate launch --multi_gpu`` runs too), one thread each: the machine has two
+    cores."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               str(processes), "-m", "customcrafter.cli", *args]  # fmt: skip
+    return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kwargs)  # fmt: skip

@@ -11,7 +11,7 @@ import customcrafter
 PACKAGE = Path(customcrafter.__file__).parent
 #: lowest first; a module may import its own layer and the layers before it
 LAYERS = (
-    ("errors", "config", "prompts", "io"),
+    ("errors", "config", "prompts", "io", "processes"),
     ("models",),
     ("subject",),
     ("sampling",),

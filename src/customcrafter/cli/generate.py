@@ -152,15 +152,14 @@ def _run_many(args: argparse.Namespace) -> None:
     """``--prompts FILE``: every (prompt, seed) pair, split across the launched processes."""
     from pathlib import Path
 
-    from accelerate import PartialState
-
+    from ..processes import state as processes
     from ..sampling.batch import generate_many, plan_videos, read_prompts
 
     prompts = read_prompts(args.prompts)
     sample, schedule = _settings(args)
     out = Path(args.output_dir)
     jobs = plan_videos(prompts, args.seeds or [sample.seed], out, args.overwrite)
-    state = PartialState()
+    state = processes()
     device = args.device or (str(state.device) if state.num_processes > 1 else None)
     pipe = _pipeline(args, sample, default_device(device))
     settings = {

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..io.files import check_writable, slug, write_json
 from ..io.video import write_video
+from ..processes import state as processes
 
 MANIFEST = "manifest.json"
 
@@ -62,9 +63,7 @@ def generate_many(pipe, jobs: list[dict], out: Path, schedule, sample, settings:
                   fold_lora: bool = True, progress: bool = True) -> Path | None:  # fmt: skip
     """This process's share of ``jobs``, then (main process) the manifest; returns its
     path on the main process."""
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = processes()
     written = []
     with state.split_between_processes(jobs) as mine:
         for job in mine:
