@@ -4,7 +4,9 @@
 the optimizer and learning-rate scheduler states (``optimizer.pt``, ``scheduler.pt``), the
 global random states (``rng.pt``; the loop draws its own randomness from (seed, step), these
 are for anything else that draws from them), all tensors and numbers read back with
-``weights_only=True``, and ``state.json`` (the step and the settings). A checkpoint is
+``weights_only=True``, and ``state.json`` (the step, the settings and the number of
+processes that wrote it: a run goes on from it on another number of processes as long as
+each step still averages the same micro-batches, processes x accumulation). A checkpoint is
 written to a temporary folder and renamed into place, so an interruption never leaves a
 half-written one behind.
 """
@@ -98,10 +100,11 @@ def save_checkpoint(
     settings: dict,
     total_limit: int | None = None,
     inputs: dict | None = None,
+    processes: int = 1,
 ) -> Path:
     """Write ``checkpoint-<step>`` atomically; a failed write (a full disk) leaves nothing
     behind and says so. ``inputs``: what the run learns from (a fingerprint of the photos),
-    checked when it resumes."""
+    checked when it resumes; ``processes``: how many processes train."""
     root = Path(output_dir) / CHECKPOINT_DIR
     final = root / f"checkpoint-{step}"
     tmp = root / f".checkpoint-{step}.partial"
@@ -113,6 +116,7 @@ def save_checkpoint(
         torch.save(lr_scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_states(), tmp / "rng.pt")
         state = {"step": step, "settings": settings, "inputs": inputs or {}}
+        state["processes"] = processes
         (tmp / "state.json").write_text(json.dumps(state, indent=2))
         if final.exists():
             shutil.rmtree(final)
@@ -168,14 +172,20 @@ CHANGE_ON_RESUME = (
     "validation_inference_steps",
     "validation_num_frames",
     "report_to",
+    "gradient_accumulation_steps",  # as long as processes x accumulation stays (checked)
 )
 
 
-def check_resume(path: Path, settings: dict, inputs: dict, max_train_steps: int) -> None:
+def check_resume(
+    path: Path, settings: dict, inputs: dict, max_train_steps: int, processes: int = 1
+) -> None:
     """Refuse to resume from the checkpoint ``path`` a run that would not continue it: one
     whose settings (but those in ``CHANGE_ON_RESUME``) or photos differ from the
-    checkpoint's, or whose ``max_train_steps`` lies before the checkpoint's step."""
+    checkpoint's, whose ``max_train_steps`` lies before the checkpoint's step, or whose
+    ``processes`` x ``gradient_accumulation_steps`` (the micro-batches a step averages)
+    differs from the checkpoint's."""
     state = json.loads((path / "state.json").read_text())
+    _check_micro_batches(path, state, settings, processes)
     step, stored = int(state["step"]), json.loads(json.dumps(state.get("settings", {})))
     if step > max_train_steps:
         raise UserError(
@@ -195,6 +205,30 @@ def check_resume(path: Path, settings: dict, inputs: dict, max_train_steps: int)
             f"the photos in --instance-data-dir changed since {path} was written: resume with "
             "the photos it started with, or start over with --overwrite"
         )
+
+
+def _check_micro_batches(path: Path, state: dict, settings: dict, processes: int) -> None:
+    """The micro-batch ``g`` of step ``s`` is drawn from (seed, s, g) whichever process
+    takes it: N processes with accumulation A run the run one process with N x A runs, and
+    a checkpoint goes on under any split of the same product."""
+    stored = state.get("settings", {}).get("gradient_accumulation_steps")
+    if stored is None or "gradient_accumulation_steps" not in settings:
+        return
+    then = int(state.get("processes", 1))
+    before, now = then * int(stored), processes * int(settings["gradient_accumulation_steps"])
+    if before == now:
+        return
+    fits = f"--gradient-accumulation-steps {before // processes}" if before % processes == 0 else ""
+    how = (
+        f"on {processes} process{'es' if processes > 1 else ''} give {fits}"
+        if fits
+        else f"run it on a number of processes that divides {before}"
+    )
+    raise UserError(
+        f"{path} was written by {then} process{'es' if then > 1 else ''} with "
+        f"--gradient-accumulation-steps {stored} ({before} micro-batches a step); this run "
+        f"would average {now}: to go on from it, {how}, or start over with --overwrite"
+    )
 
 
 def _rng_states() -> dict:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ..io.files import atomic_path, slug
 from ..io.video import write_video
 from ..models.base import BaseVideoModel
+from ..processes import state as processes
 from ..sampling import CustomCrafterPipeline
 
 
@@ -94,12 +95,18 @@ def ensure_class_videos(
 
 def _generate(model, class_prompt, paths, save, desc, progress, settings) -> list[Path]:
     """Sample the missing ``paths`` (file ``i`` from seed ``i``) and ``save(video, path)``
-    each one as it comes: an interrupted generation resumes where it stopped."""
+    each one as it comes: an interrupted generation resumes where it stopped. Under
+    ``accelerate launch`` the missing ones are split across the processes (each file
+    depends only on its seed) and every process returns once all are written."""
+    state = processes()
     missing = [i for i, p in enumerate(paths) if not p.exists()]
+    state.wait_for_everyone()  # every process listed the folder before any writes to it
     if missing:
         paths[0].parent.mkdir(parents=True, exist_ok=True)
-        pipe = CustomCrafterPipeline(model)
-        for i in tqdm(missing, desc=desc, disable=not progress):
-            out = pipe(class_prompt, seed=i, progress=False, **settings)
-            save(out.videos[0], paths[i])
+        with state.split_between_processes(missing) as mine:
+            pipe = CustomCrafterPipeline(model)
+            for i in tqdm(mine, desc=desc, disable=not progress):
+                out = pipe(class_prompt, seed=i, progress=False, **settings)
+                save(out.videos[0], paths[i])
+    state.wait_for_everyone()
     return paths

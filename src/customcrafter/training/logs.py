@@ -108,5 +108,7 @@ def _gif_summary(tag: str, video: Path):
 
 
 def end(accelerator) -> None:
-    if accelerator.log_with and accelerator.trackers:
-        accelerator.end_training()
+    """Close the trackers (not ``end_training``: it also ends the process group, which the
+    job still needs after training)."""
+    for tracker in accelerator.trackers:
+        tracker.finish()

@@ -3,8 +3,11 @@
 instance photos -> static clips -> noise-prediction loss (masked to the image area) plus
 ``prior_loss_weight`` times the same loss on class clips -> AdamW on the LoRA and the new
 token embeddings only. accelerate handles devices, mixed precision, gradient accumulation and
-multi-GPU (``accelerate launch``). What the run learns from is assembled in ``inputs.py``;
-its output folder is guarded by ``output.py``.
+several processes (``accelerate launch``, DDP): a step averages processes x accumulation
+micro-batches, micro-batch ``g`` of step ``s`` drawn from (seed, s, g) whichever process
+takes it, so N processes learn what one process with N times the accumulation learns. What
+the run learns from is assembled in ``inputs.py``; its output folder is guarded by
+``output.py``.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from diffusers.optimization import get_scheduler
 from torch import nn
 from tqdm.auto import tqdm
@@ -29,6 +32,7 @@ from ..config import TrainConfig, config_to_dict
 from ..errors import UserError
 from ..models import load_base_model
 from ..models.base import BaseVideoModel
+from ..processes import state as processes
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 from ..subject.module import for_experts
 from . import logs as tracking
@@ -162,7 +166,7 @@ def train(
     """
     tokens, init_words, instance_paths, class_paths = check_inputs(config)
     out = Path(config.output_dir)
-    with hold_output_dir(out, enabled=PartialState().is_main_process):
+    with hold_output_dir(out, enabled=processes().is_main_process):
         replacing = check_output_dir(out, config)
         checkpoint = (
             find_checkpoint(out, config.resume_from_checkpoint)
@@ -195,19 +199,27 @@ def train(
         config, height, width = _fitted_to(config, model)
         inputs = {"instance_photos": photos_fingerprint(instance_paths)}
         if checkpoint is not None:  # before anything is written
-            check_resume(checkpoint, config_to_dict(config), inputs, config.max_train_steps)
+            check_resume(
+                checkpoint,
+                config_to_dict(config),
+                inputs,
+                config.max_train_steps,
+                accelerator.num_processes,
+            )
 
-        # class images come from the plain base model, before the subject module exists
+        # class images come from the plain base model, before the subject module exists;
+        # the missing ones are split across the processes
         if config.prior_loss_weight > 0 and class_paths is None:
-            with accelerator.main_process_first():
-                class_paths = generate_class_data(
-                    config, model, height, width, progress and accelerator.is_main_process
-                )
+            class_paths = generate_class_data(
+                config, model, height, width, progress and accelerator.is_main_process
+            )
 
         subject = _create_subject(config, model, init_words)
         factor = model.vae_scale_factor
         data = datasets(config, tokens, instance_paths, class_paths, height, width, factor)
-        output = OutputFolder(out, replacing, config_to_dict(config), inputs)
+        output = OutputFolder(
+            out, replacing, config_to_dict(config), inputs, accelerator.num_processes
+        )
         embed_text = cache and not subject.trains_text_encoder
         if cache:
             data = encode_once(config, model, data, embed_text, progress)
@@ -294,6 +306,11 @@ def _accelerator(config: TrainConfig, logs: Path) -> Accelerator:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=tracking.tracker_of(config.report_to),
         project_config=ProjectConfiguration(project_dir=str(logs), logging_dir=str(logs)),
+        # the scheduler steps once an optimizer step, whatever the number of processes (so
+        # that its state means the same on resume with another number), by the loop itself
+        step_scheduler_with_optimizer=False,
+        # DDP: set for the model in _prepare (a two-expert model leaves one expert unused)
+        kwargs_handlers=[DistributedDataParallelKwargs()],
     )
 
 
@@ -316,11 +333,11 @@ def _optimizer(config: TrainConfig, subject: SpatialSubjectModule, accelerator: 
         weight_decay=config.weight_decay,
         eps=config.adam_epsilon,
     )
-    lr_scheduler = get_scheduler(
+    lr_scheduler = get_scheduler(  # stepped once an optimizer step (not prepared)
         config.lr_scheduler,
         optimizer,
-        num_warmup_steps=config.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=config.max_train_steps * accelerator.num_processes,
+        num_warmup_steps=config.lr_warmup_steps,
+        num_training_steps=config.max_train_steps,
     )
     return optimizer, lr_scheduler
 
@@ -353,12 +370,10 @@ def _fit(run: _Run, checkpoint: Path | None, progress: bool, callback=None) -> N
     """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
     writing a checkpoint every ``checkpointing_steps``."""
     config, accelerator = run.config, run.accelerator
-    optimizer, lr_scheduler = _optimizer(config, run.subject, accelerator)
+    optimizer, run.lr_scheduler = _optimizer(config, run.subject, accelerator)
     denoiser = SubjectDenoiser(run.model, with_text=not run.embedded)
     denoiser.train()
-    run.denoiser, run.optimizer, run.lr_scheduler = accelerator.prepare(
-        denoiser, optimizer, lr_scheduler
-    )
+    run.denoiser, run.optimizer = _prepare(accelerator, denoiser, optimizer)
     if checkpoint is not None:
         run.step = load_checkpoint(checkpoint, run.subject, run.optimizer, run.lr_scheduler)
         logger.info("resumed from %s at step %d", checkpoint, run.step)
@@ -404,14 +419,36 @@ def _fit(run: _Run, checkpoint: Path | None, progress: bool, callback=None) -> N
     accelerator.wait_for_everyone()
 
 
+def _prepare(accelerator: Accelerator, denoiser: SubjectDenoiser, optimizer):
+    """The denoiser and optimizer as accelerate wraps them. Under DDP the frozen weights
+    and buffers are left out of its broadcasts (every process loaded the same ones; a 14B
+    model's would be sent at start and its buffers before every forward), and a two-expert
+    model reports the expert a micro-batch did not use."""
+    if accelerator.num_processes > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        frozen = [n for n, p in denoiser.named_parameters() if not p.requires_grad]
+        frozen += [n for n, _ in denoiser.named_buffers()]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(denoiser, frozen)
+        accelerator.ddp_handler.find_unused_parameters = len(denoiser._model.experts()) > 1
+    return accelerator.prepare(denoiser, optimizer)
+
+
 def _train_step(run: _Run) -> dict[str, float]:
-    """One optimizer step over ``gradient_accumulation_steps`` micro-batches; the logs of
-    the last one."""
+    """One optimizer step over ``gradient_accumulation_steps`` micro-batches on each
+    process; the logs averaged over all of them."""
     config, accelerator = run.config, run.accelerator
-    for micro in range(config.gradient_accumulation_steps):
-        # every random draw of this micro-batch derives from (seed, process, step): a
-        # resumed run replays exactly the batches a straight run would have seen
-        rng = np.random.default_rng([config.seed, accelerator.process_index, run.step, micro])
+    accumulation = config.gradient_accumulation_steps
+    totals: dict[str, float] = {}
+    norm = None
+    for micro in range(accumulation):
+        # every random draw of micro-batch g of this step derives from (seed, step, g), g
+        # counted over all processes: a resumed run replays exactly the batches a straight
+        # run would have seen, and N processes draw what one process with N times the
+        # accumulation draws (the 0: where the key once held the process, so that runs on
+        # one process give what they always gave)
+        g = accelerator.process_index * accumulation + micro
+        rng = np.random.default_rng([config.seed, 0, run.step, g])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         with accelerator.accumulate(run.denoiser):
             loss, logs = compute_loss(
@@ -425,11 +462,21 @@ def _train_step(run: _Run) -> dict[str, float]:
             accelerator.backward(loss)
             if accelerator.sync_gradients and config.max_grad_norm > 0:
                 norm = accelerator.clip_grad_norm_(run.subject.parameters(), config.max_grad_norm)
-                logs["grad_norm"] = float(norm)
             run.optimizer.step()
-            run.lr_scheduler.step()
             run.optimizer.zero_grad(set_to_none=True)
-    return logs
+        for key, value in logs.items():
+            totals[key] = totals.get(key, 0.0) + value / accumulation
+    if not accelerator.optimizer_step_was_skipped:  # (fp16's scaler skips overflowing steps)
+        run.lr_scheduler.step()
+    if accelerator.num_processes > 1:
+        keys = sorted(totals)
+        means = accelerator.reduce(
+            torch.tensor([totals[k] for k in keys], device=accelerator.device), "mean"
+        )
+        totals = dict(zip(keys, means.tolist(), strict=True))
+    if norm is not None:
+        totals["grad_norm"] = float(norm)
+    return totals
 
 
 def _validate(run: _Run, bar) -> None:

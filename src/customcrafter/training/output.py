@@ -79,25 +79,28 @@ class OutputFolder:
 
     EARLIER = (SUBJECT_FILENAME, CHECKPOINT_DIR, "train_config.json", *STAGED)
 
-    def __init__(self, out: Path, replacing: bool, settings: dict, inputs: dict | None = None):
+    def __init__(
+        self,
+        out: Path,
+        replacing: bool,
+        settings: dict,
+        inputs: dict | None = None,
+        processes: int = 1,
+    ):
         self.out, self.replacing, self.settings = out, replacing, settings
-        self.inputs = inputs or {}
+        self.inputs, self.processes = inputs or {}, processes
         self.started = False
 
     def save_checkpoint(self, step, subject, optimizer, lr_scheduler, limit) -> None:
         if self.started:
-            save_checkpoint(
-                self.out, step, subject, optimizer, lr_scheduler, self.settings, limit, self.inputs
-            )
+            self._save(step, subject, optimizer, lr_scheduler, limit)
             return
         aside = self.out / PREVIOUS
         if self.replacing:
             _move(self.out, aside, self.EARLIER)
         try:
             write_json(self.out / "train_config.json", self.settings)
-            save_checkpoint(
-                self.out, step, subject, optimizer, lr_scheduler, self.settings, limit, self.inputs
-            )
+            self._save(step, subject, optimizer, lr_scheduler, limit)
         except BaseException:
             if self.replacing:
                 _move(aside, self.out, self.EARLIER)
@@ -108,6 +111,10 @@ class OutputFolder:
             shutil.rmtree(self.out / STAGING, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
         self.started = True
+
+    def _save(self, step, subject, optimizer, lr_scheduler, limit) -> None:
+        save_checkpoint(self.out, step, subject, optimizer, lr_scheduler, self.settings, limit,
+                        self.inputs, self.processes)  # fmt: skip
 
     def path(self, name: str) -> Path:
         """Where this run writes ``name`` (``samples``) now."""
@@ -188,4 +195,7 @@ def _running(pid: int) -> bool:
         return False
     except PermissionError:  # it runs, as another user
         return True
-    return True
+    try:  # a killed process nobody has reaped yet (a container without an init) is gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (macOS): it exists
+        return True
