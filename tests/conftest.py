@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,16 @@ def launch(args: list[str], processes: int = 2, **kwargs) -> subprocess.Popen:
                str(processes), "-m", "customcrafter.cli", *args]  # fmt: skip
     return subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, **kwargs)  # fmt: skip
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL process ``pid`` and every process under it (torchrun starts its workers in
+    sessions of their own, out of reach of a process-group kill)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    for each in found:
+        os.kill(each, signal.SIGKILL)

@@ -5,14 +5,16 @@ import argparse
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_images
+from conftest import kill_tree, launch, write_images
 from PIL import Image
+from safetensors.torch import load_file
 from tiny_scorers import tiny_clip, tiny_vit
 
 import customcrafter.training
@@ -653,3 +655,46 @@ def test_a_benchmark_runs_on_wan_unchanged(workspace, tmp_path):
     assert {r["method"] for r in rows} == {"DWVS", "constant 1.0", "base"}
     assert all(r["clip_t"] for r in rows)
     assert len(read_video(next((out / "videos").rglob("*.mp4")))) == 5
+
+
+# --- several processes -------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_run_cut_short_on_two_processes_goes_on_on_one_to_the_same_results(
+    finished, workspace, tmp_path
+):
+    spec_path, out = finished
+    two = tmp_path / "two"
+    process = launch(["-q", "benchmark", str(spec_path), "--output-dir", str(two),
+                      "--device", "cpu"])  # fmt: skip
+    while not list((two / "videos").rglob("*.mp4")):  # the modules trained, a first video made
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    kill_tree(process.pid)
+    process.communicate()
+    # both processes trained a module each, as one process trains it
+    for subject in ("dog", "cat"):
+        module = Path("subjects/dwvs") / subject / "subject.safetensors"
+        a, b = load_file(str(out / module)), load_file(str(two / module))
+        assert all(torch.equal(a[k], b[k]) for k in a), subject
+    # one process goes on where the two stopped; every file is the one a single run made
+    run_benchmark(load_spec(spec_path, output_dir=two), device="cpu", progress=False)
+    jobs = load_spec(spec_path).jobs()
+    for job in jobs:
+        assert np.array_equal(read_video(out / job.path), read_video(two / job.path)), job.path
+    rows = {r["path"]: r for r in read_csv(out / "per_video.csv")}
+    for row in read_csv(two / "per_video.csv"):
+        for key in MEASURED:
+            assert float(row[key]) == pytest.approx(float(rows[row["path"]][key]), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_videos(finished, tmp_path):
+    spec_path, out = finished
+    two = tmp_path / "two"
+    process = launch(["-q", "benchmark", str(spec_path), "--output-dir", str(two), "--device",
+                      "cpu", "--set", "methods.DWVS.train.max_train_steps=1"])  # fmt: skip
+    _, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    stats = json.loads((two / "last_run.json").read_text())
+    assert sorted(stats["trained"]) == ["dwvs/cat", "dwvs/dog"]
+    assert len(stats["generated"]) == len(set(stats["generated"])) == 24  # none made twice

@@ -411,3 +411,45 @@ def test_the_frontier_chart_draws_one_curve_per_method_along_the_training(tmp_pa
     written = plot_frontier(points, tmp_path / "f", ["star", "ring"], order=["weak", "strong"])
     assert [p.suffix for p in written] == [".png", ".svg"]
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+# --- several processes -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_processes_make_the_probe_results_one_makes(tmp_path):
+    from conftest import launch, learn_tiny_subject
+
+    from customcrafter.cli import main
+
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(
+        "- {attribute: motion, first: a dog running left, then: a dog running right}\n"
+        "- {attribute: color, first: a red dog, then: a blue dog}\n"
+    )
+    subject = learn_tiny_subject(tmp_path)
+    common = ["--samples", "2", "--steps", "4", "--device", "cpu"]
+    probes = {
+        "commitment": ["probe", "commitment", "--base", "tiny", "--pairs", str(pairs), "--grid",
+                       "1,2,3", *common],
+        "bands": ["probe", "bands", "--subject", str(subject), "--prompt", "a <new1> dog running",
+                  "--bands", "4", *common],
+    }  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each launched process runs
+    try:
+        for argv in probes.values():
+            assert main(["-q", *argv, "--output-dir", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for name, argv in probes.items():
+        process = launch([*argv, "--output-dir", str(tmp_path / "two")])
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+        # the main process made its share: the two pure runs and two of the three others;
+        # of the seven ways of the band probe, four
+        runs = {"commitment": "commitment probe: 4it", "bands": "band probe: 4it"}[name]
+        assert runs in err.replace("\r", "\n"), err[-2000:]
+        one = json.loads((tmp_path / "one" / f"{name}.json").read_text())
+        two = json.loads((tmp_path / "two" / f"{name}.json").read_text())
+        assert one == two, name

@@ -3,14 +3,11 @@ on one: two processes learn what one process with twice the gradient accumulatio
 generate the class images once between them, and a killed two-process run goes on from its
 last checkpoint on one process."""
 
-import os
-import signal
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from conftest import launch, write_images
+from conftest import kill_tree, launch, write_images
 from safetensors.torch import load_file
 
 from customcrafter.cli import main
@@ -48,19 +45,6 @@ def here(args: list[str]) -> int:
         return main(["-q", *args])
     finally:
         torch.set_num_threads(threads)
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL process ``pid`` and every process under it (torchrun starts its workers in
-    sessions of their own, out of reach of a process-group kill)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            todo += [int(c) for c in (task / "children").read_text().split()]
-    for each in found:
-        os.kill(each, signal.SIGKILL)
 
 
 def assert_same_subject(a, b, atol=1e-6):

@@ -2,6 +2,12 @@
 it and write the reports, keeping everything on disk so that a run can be interrupted and
 started again.
 
+Under ``accelerate launch`` (or ``torchrun``) the work is spread over the processes: the
+missing subject modules one process each (every one trained as on a single process), the
+missing videos in equal shares (a video depends only on its method, prompt and seed); the
+main process scores them and writes the reports once all are done. The files are the same
+whatever the number of processes, so a run cut short on four processes goes on on one.
+
 Layout of the output folder (every file written atomically)::
 
     subjects/<method>/<subject>/subject.safetensors   trained modules (checkpoints resume)
@@ -29,6 +35,9 @@ from ..config import default_device
 from ..errors import UserError
 from ..io.files import check_writable, write_json
 from ..io.video import read_video, write_video
+from ..processes import alone
+from ..processes import device as process_device
+from ..processes import state as processes
 from ..sampling import CustomCrafterPipeline
 from ..subject import SUBJECT_FILENAME
 from ..training.checkpoint import list_checkpoints
@@ -65,10 +74,15 @@ def run_benchmark(
     dtype: torch.dtype | None = None,
 ) -> Path:
     """Train what is missing, generate what is missing, score what is unscored, and write the
-    reports. Returns the output folder. Safe to interrupt and run again."""
+    reports. Returns the output folder. Safe to interrupt and run again. Under several
+    processes each trains and generates its share; the main process scores and reports."""
+    from accelerate.utils import gather_object
+
     began = time.perf_counter()
     check_report_libraries()
-    device = default_device(device)
+    group = processes()
+    several = group.num_processes > 1
+    device = default_device(process_device(device))
     out = Path(spec.output_dir)
     stats = RunStats()
     jobs = spec.jobs()
@@ -80,8 +94,16 @@ def run_benchmark(
     for method in spec.methods:
         check_method_settings(spec, method)
 
-    _train_missing(spec, missing, stats, progress)
-    _generate_missing(spec, missing, stats, device, dtype, progress)
+    group.wait_for_everyone()  # every process listed the same files before any is written
+    main = group.is_main_process
+    _train_missing(spec, missing, stats, progress and main)
+    _generate_missing(spec, missing, stats, device, dtype, progress and main)
+    group.wait_for_everyone()
+    if several:  # what every process did
+        stats.trained = [name for share in gather_object([stats.trained]) for name in share]
+        stats.generated = [path for share in gather_object([stats.generated]) for path in share]
+    if not main:
+        return out
     if spec.gif:
         _write_missing_gifs(spec, jobs, stats)
     _score(spec, jobs, cache, stats, device, progress)
@@ -130,22 +152,30 @@ def _train_missing(spec: BenchmarkSpec, missing: list[VideoJob], stats: RunStats
             folder = spec.module_dir(owner, subject)
             if (folder / SUBJECT_FILENAME).is_file():
                 check_trained_settings(spec, owner, subject, folder)
-    for owner, subject in needed:
-        folder = spec.module_dir(owner, subject)
-        if (folder / SUBJECT_FILENAME).is_file():
-            continue
-        config = train_config(spec, owner, subject)
-        if folder.is_dir() and list_checkpoints(folder):
-            check_trained_settings(spec, owner, subject, folder)
-            config.resume_from_checkpoint = "latest"
-        if progress:
-            print(f"training the subject module of {owner.name!r} for {subject.name!r}")
-        training.train(config, progress=progress)
-        stats.trained.append(f"{owner.slug}/{subject.slug}")
-        _free_memory()
+    needed = [p for p in needed if not (spec.module_dir(*p) / SUBJECT_FILENAME).is_file()]
+    group = processes()
+    with group.split_between_processes(needed) as mine, alone():  # a module a process
+        for owner, subject in mine:
+            folder = spec.module_dir(owner, subject)
+            config = train_config(spec, owner, subject)
+            if folder.is_dir() and list_checkpoints(folder):
+                check_trained_settings(spec, owner, subject, folder)
+                config.resume_from_checkpoint = "latest"
+            if progress:
+                print(f"training the subject module of {owner.name!r} for {subject.name!r}")
+            training.train(config, progress=progress)
+            stats.trained.append(f"{owner.slug}/{subject.slug}")
+            _free_memory()
+    group.wait_for_everyone()  # every module is there before any video is made with it
 
 
 def _generate_missing(spec, missing, stats, device, dtype, progress) -> None:
+    """This process's share of the ``missing`` videos."""
+    with processes().split_between_processes(missing) as mine:
+        _generate(spec, mine, stats, device, dtype, progress)
+
+
+def _generate(spec, missing, stats, device, dtype, progress) -> None:
     if not missing:
         return
     if dtype is None and device.startswith("cuda"):

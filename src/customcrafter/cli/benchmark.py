@@ -69,5 +69,8 @@ def run(args: argparse.Namespace) -> Path:
             progress=not getattr(args, "quiet", False),
             dtype=getattr(torch, args.dtype) if args.dtype else None,
         )
-    print(f"reports in {out}: summary.md, summary.csv, per_video.csv, index.html, charts/")
+    from ..processes import state
+
+    if state().is_main_process:
+        print(f"reports in {out}: summary.md, summary.csv, per_video.csv, index.html, charts/")
     return out

@@ -152,16 +152,14 @@ def _run_many(args: argparse.Namespace) -> None:
     """``--prompts FILE``: every (prompt, seed) pair, split across the launched processes."""
     from pathlib import Path
 
-    from ..processes import state as processes
+    from ..processes import device as process_device
     from ..sampling.batch import generate_many, plan_videos, read_prompts
 
     prompts = read_prompts(args.prompts)
     sample, schedule = _settings(args)
     out = Path(args.output_dir)
     jobs = plan_videos(prompts, args.seeds or [sample.seed], out, args.overwrite)
-    state = processes()
-    device = args.device or (str(state.device) if state.num_processes > 1 else None)
-    pipe = _pipeline(args, sample, default_device(device))
+    pipe = _pipeline(args, sample, default_device(process_device(args.device)))
     settings = {
         "base": pipe.model.name,
         "subject": None if args.no_subject else str(args.subject),

@@ -1,5 +1,6 @@
 """``customcrafter probe``: when a base model decides motion (``commitment``), and where a
-subject module acts (``bands``)."""
+subject module acts (``bands``). Under ``accelerate launch`` the runs are split across the
+processes and the main process writes the results."""
 
 from __future__ import annotations
 
@@ -108,9 +109,10 @@ def add_parser(subparsers) -> None:
 
 
 def _pipeline(args, base: str | None, subject: str | None = None):
+    from ..processes import device as process_device
     from ..sampling import CustomCrafterPipeline
 
-    device = default_device(args.device)
+    device = default_device(process_device(args.device))
     return CustomCrafterPipeline.from_pretrained(
         base, subject=subject, device=device, dtype=default_dtype(args.dtype, device)
     )
@@ -151,6 +153,7 @@ def run_commitment(args: argparse.Namespace) -> None:
     from ..io.files import check_writable, write_json
     from ..probe import commitment
     from ..probe.plot import plot_commitment
+    from ..processes import state as processes
 
     settings = _settings(args)  # before anything loads
     out = check_writable(args.output_dir, "--output-dir")
@@ -167,6 +170,8 @@ def run_commitment(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         **settings,
     )
+    if not processes().is_main_process:  # (its share is in the result)
+        return
     data = result.as_dict()
     write_json(out / "commitment.json", data)
     charts = plot_commitment(data, out / "commitment")
@@ -181,6 +186,7 @@ def run_bands(args: argparse.Namespace) -> None:
     from ..io.images import list_images, load_image
     from ..probe import bands
     from ..probe.plot import plot_bands
+    from ..processes import state as processes
 
     settings = _settings(args)  # before anything loads
     out = check_writable(args.output_dir, "--output-dir")
@@ -221,6 +227,8 @@ def run_bands(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         **settings,
     )
+    if not processes().is_main_process:
+        return
     data = result.as_dict()
     write_json(out / "bands.json", data)
     write_text(out / "bands.md", result.table() + "\n")

@@ -28,10 +28,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format
     from it still work). When the block succeeds the file replaces ``path`` with the usual
     permissions (whatever the writer gave the temporary file); when it fails the temporary
-    file is removed and ``path`` is left as it was."""
+    file is removed and ``path`` is left as it was. The temporary name holds the process id:
+    two processes writing the same file (the same settings, from several GPUs) never write
+    into one temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
         yield tmp
         os.chmod(tmp, _file_mode())

@@ -19,6 +19,8 @@ from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..io.video import to_uint8_frames
+from ..processes import spread
+from ..processes import state as processes
 from ..sampling import CustomCrafterPipeline, DynamicWeightSchedule
 from ..sampling.dwvs import BandSchedule, WeightSchedule
 from .commitment import sampler_steps
@@ -154,8 +156,14 @@ def bands(
         ways.append((f"module in steps {a}-{b - 1} only", BandSchedule(a, b, weight), (a, b)))
 
     result = BandResult(pipe.model.name, steps, list(prompts), samples, seed, weight)
-    base_flows: list[np.ndarray] = []
-    for label, schedule, band in tqdm(ways, desc="band probe", disable=not progress):
+    group = processes()  # (the main process's bar counts its own runs)
+    several = group.num_processes > 1
+    bar = tqdm(total=None if several else len(ways), desc="band probe",
+               disable=not (progress and group.is_main_process))  # fmt: skip
+
+    def measure(way) -> tuple[BandRow, list[np.ndarray]]:
+        """A way's row (but its flow agreement) and its clips' mean flows."""
+        label, schedule, band = way
         asked = [pipe.base_prompt(t) for t in texts] if schedule.is_off else texts
         out = pipe(
             asked,
@@ -167,14 +175,10 @@ def bands(
         )
         clips = [to_uint8_frames(v) for v in out.videos]
         fields = [flow_field(c) for c in clips]
-        flows = [f.reshape(-1, 2).mean(axis=0) for f in fields]
-        if not base_flows:
-            base_flows = flows
         row = BandRow(label, schedule.describe(), band, len(clips))
         if similarity is not None and references:
             row.similarity = _mean(similarity(c, references) for c in clips)
         row.flow = _mean(float(np.linalg.norm(f, axis=-1).mean()) for f in fields)
-        row.flow_agreement = _mean(_cosine(f, b) for f, b in zip(flows, base_flows, strict=True))
         if lab is not None:
             scores = [lab.score_clip(c, t) for c, t in zip(clips, texts, strict=True)]
             judged = [s.motion_ok for s in scores if s.motion_ok is not None]
@@ -182,5 +186,15 @@ def bands(
                 row.motion_ok = sum(judged) / len(judged)
                 row.motion_low, row.motion_high = wilson(sum(judged), len(judged))
             row.displacement = _mean(s.displacement for s in scores)
+        bar.update()
+        return row, [f.reshape(-1, 2).mean(axis=0) for f in fields]
+
+    # the ways split across the processes (each a whole batch, as one process makes it);
+    # the flows compared with the base model's, the first way's, once all are back
+    measured = spread(ways, measure)
+    bar.close()
+    base_flows = measured[0][1]
+    for row, flows in measured:
+        row.flow_agreement = _mean(_cosine(f, b) for f, b in zip(flows, base_flows, strict=True))
         result.rows.append(row)
     return result

@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..io.video import to_uint8_frames
 from ..models.plugins import PromptPair
+from ..processes import spread
+from ..processes import state as processes
 from ..sampling import CustomCrafterPipeline
 from .scoring import MOTION, make_scorer, wilson
 
@@ -192,22 +194,29 @@ def commitment(
         )
         return [to_uint8_frames(v) for v in out.videos]
 
-    bar = tqdm(total=len(grid), desc="commitment probe", disable=not progress)
-    pure_then = run(0)
-    bar.update()
-    pure_first = run(steps)
-    bar.update()
-    verdicts: dict[int, list[str | None]] = {}
-    for j in grid:
-        if j in (0, steps):
-            clips = pure_then if j == 0 else pure_first
-        else:
-            clips = run(j)
+    # under several processes each takes a share of the switch steps and makes the two pure
+    # runs its verdicts compare with itself; the batches, and so the verdicts, are the ones
+    # a single process makes
+    pure: dict[int, list[np.ndarray]] = {}
+    group = processes()  # (the main process's bar counts its own runs)
+    alone = group.num_processes == 1
+    bar = tqdm(total=len(grid) if alone else None, desc="commitment probe",
+               disable=not (progress and group.is_main_process))  # fmt: skip
+
+    def judge(j: int) -> list[str | None]:
+        for end in (0, steps):
+            if end not in pure:
+                pure[end] = run(end)
+                bar.update()
+        clips = pure[j] if j in pure else run(j)
+        if j not in (0, steps):
             bar.update()
-        verdicts[j] = [
-            read.verdict(clip, pair.attribute, pair.first, pair.then, pure_first[c], pure_then[c])
+        return [
+            read.verdict(clip, pair.attribute, pair.first, pair.then, pure[steps][c], pure[0][c])
             for c, (clip, pair) in enumerate(zip(clips, videos, strict=True))
         ]
+
+    verdicts = dict(zip(grid, spread(grid, judge), strict=True))
     bar.close()
 
     result = Commitment(base, steps, samples, seed, read.name, pairs, sigmas, settings=settings)
