@@ -109,3 +109,15 @@ def test_the_training_samples_picture_is_made_from_the_validation_rounds(tmp_pat
     args = ["--steps", "2", "--every", "1", "--out", str(out)]
     stdout = _benchmark("shapes_training_samples.py", *args, timeout=600)
     assert "3 steps" in stdout and out.is_file()  # before training, steps 1 and 2
+
+
+def test_the_context_parallel_check_says_it_needs_gpus():
+    """(It runs on N GPUs only: diffusers' context parallelism does not run on CPUs.)"""
+    assert "--frames" in _benchmark("context_parallel.py", "--help")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "context_parallel.py"), "--layers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "torchrun --nproc_per_node N" in result.stderr

@@ -110,3 +110,37 @@ def test_a_killed_two_process_run_goes_on_from_its_checkpoint_on_one_process(tmp
     assert_same_subject(
         tmp_path / "run/subject.safetensors", tmp_path / "straight/subject.safetensors"
     )
+
+
+# --- one video over several GPUs ---------------------------------------------------------------
+def test_context_parallel_checks_the_split_before_anything_runs():
+    from customcrafter.errors import UserError
+    from customcrafter.models import build_tiny_t2v
+    from customcrafter.models.wan import build_tiny_wan
+
+    wan = build_tiny_wan()  # 2 heads, patches 1x2x2
+    shape = wan.latent_shape(1, 5, 32, 32)  # 2 x 4 x 4 latents: 2 x 2 x 2 = 8 tokens
+    with pytest.raises(UserError, match="8 tokens over 3 processes"):
+        wan.enable_context_parallel("ring", 3, shape)
+    with pytest.raises(UserError, match="2 attention heads"):
+        wan.enable_context_parallel("ulysses", 4, shape)
+    with pytest.raises(UserError, match="context-parallel plan"):
+        build_tiny_t2v().enable_context_parallel("ring", 2, (1, 4, 2, 8, 8))
+
+
+def test_context_parallel_is_refused_where_it_cannot_run(tmp_path, capsys):
+    args = ["generate", "--base", "tiny-wan", "--no-subject", "--prompt", "a dog", "--out",
+            str(tmp_path / "v.mp4"), "--steps", "2", "--context-parallel", "ulysses"]  # fmt: skip
+    assert main(["-q", *args]) == 2
+    assert "accelerate launch --multi_gpu --num_processes N" in capsys.readouterr().err
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a dog\n")
+    many = ["generate", "--base", "tiny-wan", "--no-subject", "--prompts", str(prompts),
+            "--output-dir", str(tmp_path / "many"), "--context-parallel", "ring"]  # fmt: skip
+    assert main(["-q", *many]) == 2
+    assert "choose one" in capsys.readouterr().err
+    # two CPU processes: diffusers places each on a GPU
+    process = launch(["-q", *args])
+    _, err = process.communicate(timeout=300)
+    assert process.returncode != 0 and "runs on GPUs only" in err, err[-2000:]
+    assert not (tmp_path / "v.mp4").exists()

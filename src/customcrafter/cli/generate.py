@@ -82,6 +82,14 @@ def add_parser(subparsers) -> None:
         "given, and says what it chose",
     )
     parser.add_argument(
+        "--context-parallel",
+        choices=["ulysses", "ring"],
+        help="one video over all the GPUs accelerate launch (or torchrun) started: the "
+        "video's tokens split among them (diffusers' context parallelism; Wan bases). "
+        "ulysses exchanges attention heads (the heads must divide by the GPUs), ring passes "
+        "keys and values round (any head count); both need the tokens to divide by the GPUs",
+    )
+    parser.add_argument(
         "--unmerged",
         action="store_true",
         help="run LoRA layers unmerged instead of folding them (slower)",
@@ -106,8 +114,14 @@ def _seeds(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> None:
     from ..io.video import check_output_path, write_video
+    from ..processes import device as process_device
 
     many = args.prompts is not None
+    if many and args.context_parallel:
+        raise UserError(
+            "--context-parallel makes one video with all the processes, --prompts splits "
+            "the videos among them: choose one"
+        )
     if many and (args.prompt or args.out or args.gif):
         raise UserError("--prompts writes into --output-dir: drop --prompt, --out and --gif")
     if not many and (args.seeds or args.output_dir):
@@ -123,14 +137,22 @@ def run(args: argparse.Namespace) -> None:
     if gif is not None:
         check_output_path(gif, args.overwrite)
     sample, schedule = _settings(args)
-    pipe = _pipeline(args, sample, default_device(args.device))
+    main = True
+    if args.context_parallel:
+        main = _check_context_parallel(args)
+        pipe = _pipeline(args, sample, default_device(process_device(args.device)))
+        _context_parallel(pipe, sample, args.context_parallel)
+    else:
+        pipe = _pipeline(args, sample, default_device(args.device))
     result = pipe(
         args.prompt,
         schedule=schedule,
         config=sample,
         fold_lora=not args.unmerged,
-        progress=not args.quiet,
+        progress=not args.quiet and main,
     )
+    if not main:  # every process holds the whole video; the main one writes it
+        return
     write_video(out, result.videos[0], result.fps)
     print(f"{schedule.describe()}: wrote {out}")
     if gif is not None:
@@ -146,6 +168,47 @@ def _settings(args: argparse.Namespace):
     if sample.num_inference_steps is not None:
         schedule.check_steps(sample.num_inference_steps)
     return sample, schedule
+
+
+def _check_context_parallel(args: argparse.Namespace) -> bool:
+    """Refuse ``--context-parallel`` where it cannot run, before anything loads; return
+    whether this is the main process."""
+    import torch
+
+    from ..processes import state
+
+    group = state()
+    if group.num_processes < 2:
+        raise UserError(
+            "--context-parallel splits one video over several GPUs: start the command with "
+            "accelerate launch --multi_gpu --num_processes N -m customcrafter.cli generate ... "
+            "(or torchrun --nproc_per_node N -m customcrafter.cli generate ...)"
+        )
+    if not torch.accelerator.is_available() or (args.device or "").startswith("cpu"):
+        raise UserError(
+            "--context-parallel runs on GPUs only (diffusers places each process on one); "
+            "on CPUs spread several videos over the processes instead (--prompts)"
+        )
+    if args.offload or args.offload_blocks or args.vram is not None:
+        raise UserError(
+            "--context-parallel keeps the whole model on every GPU: drop --offload, "
+            "--offload-blocks and --vram (or use --weights-dtype float8 to fit it)"
+        )
+    return group.is_main_process
+
+
+def _context_parallel(pipe, sample: SampleConfig, mode: str) -> None:
+    """Split the denoiser of ``pipe`` for videos of ``sample``'s size over the processes."""
+    from ..processes import state
+
+    model, defaults = pipe.model, pipe.model.defaults
+    shape = model.latent_shape(
+        1,
+        sample.num_frames or defaults.num_frames,
+        sample.height or defaults.height,
+        sample.width or defaults.width,
+    )
+    model.enable_context_parallel(mode, state().num_processes, shape)
 
 
 def _run_many(args: argparse.Namespace) -> None:

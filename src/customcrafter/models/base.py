@@ -420,6 +420,15 @@ class BaseVideoModel(ABC):
         chosen = [choose_blocks(g, count) for g in groups]
         self.block_offload = BlockOffload(chosen, device)
 
+    def enable_context_parallel(self, mode: str, processes: int, latent_shape: tuple) -> None:
+        """Split each denoising pass of videos of ``latent_shape`` over ``processes`` GPUs
+        (diffusers' context parallelism, ``mode`` ``"ulysses"`` or ``"ring"``): only
+        transformer bases with a context-parallel plan in diffusers (Wan)."""
+        raise UserError(
+            f"--context-parallel needs a transformer base with a context-parallel plan in "
+            f"diffusers (Wan); {self.name} has none: spread several videos instead (--prompts)"
+        )
+
     def streamed_in_model_offload(self) -> tuple[nn.Module, ...]:
         """Components that ``"model"`` offload streams layer by layer rather than moving
         whole (none here)."""

@@ -304,6 +304,33 @@ class WanModel(BaseVideoModel):
     def checkpoint_blocks(self):
         return [block for expert in self.experts().values() for block in expert.blocks]
 
+    def enable_context_parallel(self, mode: str, processes: int, latent_shape: tuple) -> None:
+        """diffusers' context parallelism on every expert: the video's tokens split over the
+        processes, attention by Ulysses (heads exchanged, all-to-all) or ring (keys and
+        values passed round); every process ends each pass with the whole output, so the
+        sampler, DWVS and the folded subject module run as on one device."""
+        from diffusers import ContextParallelConfig
+
+        patch = self.unet.config.patch_size
+        f, h, w = latent_shape[2:]
+        tokens = (f // patch[0]) * (h // patch[1]) * (w // patch[2])
+        if tokens % processes:
+            raise UserError(
+                f"--context-parallel splits the video's {tokens} tokens over {processes} "
+                f"processes, which does not divide them: change --num-frames, --height or "
+                f"--width, or the number of processes"
+            )
+        heads = self.unet.config.num_attention_heads
+        if mode == "ulysses" and heads % processes:
+            raise UserError(
+                f"--context-parallel ulysses shares the {heads} attention heads among the "
+                f"processes, and {processes} do not divide them: use ring, or {processes} "
+                "processes that divide the heads"
+            )
+        degree = {"ulysses": "ulysses_degree", "ring": "ring_degree"}[mode]
+        for expert in self.experts().values():
+            expert.enable_parallelism(config=ContextParallelConfig(**{degree: processes}))
+
     def offloadable_blocks(self):
         return [list(expert.blocks) for expert in self.experts().values()]
 
