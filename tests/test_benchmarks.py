@@ -121,3 +121,11 @@ def test_the_context_parallel_check_says_it_needs_gpus():
         timeout=300,
     )
     assert result.returncode == 1 and "torchrun --nproc_per_node N" in result.stderr
+
+
+@pytest.mark.slow
+def test_the_several_processes_benchmark_runs_both_jobs_both_ways():
+    stdout = _benchmark("several_processes.py", "--videos", "4", "--steps", "2", timeout=600)
+    rows = [line for line in stdout.splitlines() if line.startswith("| generate") or
+            line.startswith("| train")]  # fmt: skip
+    assert len(rows) == 2 and all(row.endswith("x |") for row in rows), stdout

@@ -175,6 +175,13 @@ def train(
         )
 
         accelerator = _accelerator(config, out / "logs")
+        if accelerator.distributed_type == "FSDP":
+            raise UserError(
+                "training under FSDP is not supported yet (the subject module's weights would "
+                "be sharded under it): launch without --use_fsdp; a base too large for one "
+                "GPU fits with --weights-dtype float8 and --offload-blocks N (see "
+                "customcrafter plan)"
+            )
         owned = model is None  # loaded here: nobody needs it on the GPU after training
         if model is None:
             model = load_base_model(
