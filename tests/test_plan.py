@@ -10,7 +10,7 @@ import torch
 from customcrafter.cli import main
 from customcrafter.planning import trace
 from customcrafter.planning.counter import ByteCounter
-from customcrafter.planning.plan import GB, MARGIN, Job, _offloaded_bytes, estimate, prepared
+from customcrafter.planning.plan import GB, MARGIN, Job, Way, _offloaded_bytes, estimate, prepared
 from customcrafter.planning.releases import RELEASES, WAN21_14B, build_on_meta, parameter_counts
 from customcrafter.training.loop import SubjectDenoiser
 
@@ -108,6 +108,27 @@ def test_the_plan_lists_every_way_and_chooses_the_fastest_that_fits():
     data = plan.as_json()
     assert {"fits", "peak_gb", "settings", "parameters", "ways"} <= set(data)
     assert len(data["ways"]) == len(plan.estimates)
+
+
+def test_a_second_expert_does_not_change_what_offloading_one_costs():
+    """A two-expert model runs one expert a step: copying its offloaded blocks hides behind
+    that expert's compute, as on a one-expert model of the same size."""
+    from types import SimpleNamespace
+
+    from customcrafter.models.wan import build_tiny_wan
+    from customcrafter.planning.plan import GPU_FLOPS, PCIE, _offload_cost
+
+    way = Way(offload_blocks=1)
+    costs = []
+    for two in (False, True):
+        model = build_tiny_wan(two_experts=two)
+        gone, _ = _offloaded_bytes(model, 1)
+        copy = gone / len(model.offloadable_blocks()) / PCIE  # one block's copy
+        blocks = len(model.offloadable_blocks()[0])
+        flops = copy / 2 * GPU_FLOPS * blocks  # one expert's step: half a copy per block
+        costs.append((_offload_cost(SimpleNamespace(model=model), way, flops, 1), copy))
+    (one, copy), (two, _) = costs
+    assert one == pytest.approx(copy / 2) and two == pytest.approx(one)
 
 
 def test_plan_refuses_what_fits_nowhere_with_the_memory_needed(capsys):

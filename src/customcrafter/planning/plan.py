@@ -359,9 +359,10 @@ def _offload_cost(traced: _Traced, way: Way, flops: int, passes: int) -> float:
     gone, _ = _offloaded_bytes(model, way.offload_blocks)
     groups = model.offloadable_blocks()
     per_block_copy = gone / (way.offload_blocks * len(groups)) / PCIE
-    per_block_compute = flops / max(sum(len(g) for g in groups), 1) / passes / GPU_FLOPS
+    # a two-expert model runs one expert per step: the step's compute is spread over that
+    # expert's blocks, and its offloaded blocks are the ones copied
+    per_block_compute = flops / max(max(len(g) for g in groups), 1) / passes / GPU_FLOPS
     exposed = max(0.0, per_block_copy - per_block_compute)
-    # a two-expert model runs one expert per step: its blocks are the ones copied
     return passes * way.offload_blocks * exposed
 
 
