@@ -242,6 +242,15 @@ class TrainConfig:
         maximum=1000,
         metavar="N",
     )
+    fsdp: bool = setting(
+        False,
+        help="under several processes, shard the denoiser's weights (frozen and LoRA) and a "
+        "trained text encoder's across them with FSDP (torch's fully_shard, a unit per "
+        "block): each GPU holds 1/N of them and gathers a block as it runs. For a base "
+        "that does not fit one GPU even in float8; learns what one process with N times "
+        "the accumulation learns, as without it. Not with --weights-dtype float8 or "
+        "--offload-blocks; a two-expert model needs --experts high or low",
+    )
     validation_prompts: list[str] = setting(
         default_factory=list,
         help="sample this prompt (repeat the flag for more) with the subject module as it "
@@ -318,6 +327,11 @@ class TrainConfig:
                 _one_of(getattr(self, name), STORAGE, _flag(self, name))
         if self.report_to is not None:
             _one_of(self.report_to, ("tensorboard", "wandb", "none"), "--report-to")
+        if self.fsdp and (self.weights_dtype or self.offload_blocks):
+            raise UserError(
+                "--fsdp shards the weights as they are: leave out --weights-dtype float8 and "
+                "--offload-blocks with it"
+            )
         if self.offload_blocks and not self.gradient_checkpointing:
             raise UserError(
                 "--offload-blocks needs --gradient-checkpointing: the backward pass recomputes "

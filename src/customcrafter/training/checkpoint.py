@@ -134,12 +134,18 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(path: Path, subject: SpatialSubjectModule, optimizer, lr_scheduler) -> int:
-    """Restore the module, optimizer and scheduler from ``path``; return its step."""
+def load_checkpoint(
+    path: Path, subject: SpatialSubjectModule | None, optimizer, lr_scheduler, shard=None
+) -> int:
+    """Restore the module, optimizer and scheduler from ``path``; return its step.
+    ``subject`` ``None``: its tensors are loaded already (before the weights were
+    sharded); ``shard(state)``: the optimizer state as its sharded parameters hold it."""
     try:
         state = json.loads((path / "state.json").read_text())
-        subject.load_lora_state_dict(load_file(str(path / SUBJECT_FILENAME)))
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        if subject is not None:
+            subject.load_lora_state_dict(load_file(str(path / SUBJECT_FILENAME)))
+        saved = torch.load(path / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(shard(saved) if shard is not None else saved)
         lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         if (path / "rng.pt").is_file():
             _restore_rng_states(torch.load(path / "rng.pt", weights_only=True))
@@ -167,6 +173,7 @@ CHANGE_ON_RESUME = (
     "base_config",
     "vae_chunk_size",
     "offload_blocks",
+    "fsdp",
     "validation_prompts",
     "validation_steps",
     "validation_inference_steps",

@@ -12,6 +12,7 @@ the run learns from is assembled in ``inputs.py``; its output folder is guarded 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -25,6 +26,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from diffusers.optimization import get_scheduler
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -36,6 +38,7 @@ from ..processes import state as processes
 from ..subject import SUBJECT_FILENAME, SpatialSubjectModule
 from ..subject.module import for_experts
 from . import logs as tracking
+from . import sharding
 from .cache import CachedBatch
 from .checkpoint import check_resume, find_checkpoint, load_checkpoint
 from .data import StaticClipBatch
@@ -177,10 +180,9 @@ def train(
         accelerator = _accelerator(config, out / "logs")
         if accelerator.distributed_type == "FSDP":
             raise UserError(
-                "training under FSDP is not supported yet (the subject module's weights would "
-                "be sharded under it): launch without --use_fsdp; a base too large for one "
-                "GPU fits with --weights-dtype float8 and --offload-blocks N (see "
-                "customcrafter plan)"
+                "launch without accelerate's FSDP plugin (--use_fsdp) and give --fsdp: the "
+                "trainer shards the weights itself, block by block, and saves the subject "
+                "module whole"
             )
         owned = model is None  # loaded here: nobody needs it on the GPU after training
         if model is None:
@@ -196,9 +198,12 @@ def train(
                 model.to(dtype=_weight_dtype(config))
             model.offload_blocks(config.offload_blocks, accelerator.device)
         cache = model.cache_training_inputs if config.cache_inputs is None else config.cache_inputs
+        sharded = config.fsdp and accelerator.num_processes > 1
         # inputs encoded once and no class images to generate: the encoders work first, the
-        # denoisers join the GPU when they have left it (the peak is the larger of the two)
-        later = cache and not (config.prior_loss_weight > 0 and class_paths is None)
+        # denoisers join the GPU when they have left it (the peak is the larger of the two);
+        # sharded, they go as shards (a whole denoiser need not fit one GPU)
+        generate = config.prior_loss_weight > 0 and class_paths is None
+        later = (cache or sharded) and not generate
         if later:
             model.encoders_to(accelerator.device)
         else:
@@ -233,9 +238,10 @@ def train(
         parked = ([model.vae] + ([model.text_encoder] if embed_text else [])) if cache else []
         for component in parked:  # off the GPU while training; back afterwards
             component.to("cpu")
-        if later:
+        if later and not sharded:
             model.denoisers_to(accelerator.device)
         run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text)
+        run.sharded = sharded
         run.parked = parked
         if config.validation_prompts:
             run.validation = Validation(config, model, subject, output.path, height, width)
@@ -245,15 +251,23 @@ def train(
             for component in parked if not owned else []:  # a model the caller reuses
                 component.to(accelerator.device)
         path = out / SUBJECT_FILENAME
-        if accelerator.is_main_process:
-            try:
-                subject.save(path, training=output.settings)
-            except OSError as exc:
-                raise UserError(
-                    f"could not write {path}: {exc}; the last checkpoint is intact: free space and "
-                    "run the same command with --resume-from-checkpoint latest"
-                ) from None
+        with sharding.whole(run.units):
+            _save_subject(run, path)
+        accelerator.wait_for_everyone()
         return path
+
+
+def _save_subject(run, path: Path) -> None:
+    """The subject file, written by the main process."""
+    if not run.accelerator.is_main_process:
+        return
+    try:
+        run.subject.save(path, training=run.output.settings)
+    except OSError as exc:
+        raise UserError(
+            f"could not write {path}: {exc}; the last checkpoint is intact: free space and "
+            "run the same command with --resume-from-checkpoint latest"
+        ) from None
 
 
 def _fitted_to(config: TrainConfig, model: BaseVideoModel) -> tuple[TrainConfig, int, int]:
@@ -371,18 +385,37 @@ class _Run:
     #: components moved off the GPU for training; samples while training (``--validation-*``)
     parked: list = dataclasses.field(default_factory=list)
     validation: Validation | None = None
+    #: --fsdp under several processes: the weights are sharded, in these units
+    sharded: bool = False
+    units: list = dataclasses.field(default_factory=list)
 
 
 def _fit(run: _Run, checkpoint: Path | None, progress: bool, callback=None) -> None:
     """The optimisation loop, from ``checkpoint`` (or the start) to ``max_train_steps``,
     writing a checkpoint every ``checkpointing_steps``."""
     config, accelerator = run.config, run.accelerator
-    optimizer, run.lr_scheduler = _optimizer(config, run.subject, accelerator)
     denoiser = SubjectDenoiser(run.model, with_text=not run.embedded)
     denoiser.train()
-    run.denoiser, run.optimizer = _prepare(accelerator, denoiser, optimizer)
+    if run.sharded:  # the subject's tensors go in whole, the optimizer sees the shards
+        if checkpoint is not None:
+            run.subject.load_lora_state_dict(load_file(str(checkpoint / SUBJECT_FILENAME)))
+        trains_text = run.subject.trains_text_encoder and not run.embedded
+        run.units = sharding.shard(run.model, trains_text)
+        optimizer, run.lr_scheduler = _optimizer(config, run.subject, accelerator)
+        run.denoiser, run.optimizer = denoiser, accelerator.prepare(optimizer)
+    else:
+        optimizer, run.lr_scheduler = _optimizer(config, run.subject, accelerator)
+        run.denoiser, run.optimizer = _prepare(accelerator, denoiser, optimizer)
     if checkpoint is not None:
-        run.step = load_checkpoint(checkpoint, run.subject, run.optimizer, run.lr_scheduler)
+        run.step = load_checkpoint(
+            checkpoint,
+            None if run.sharded else run.subject,
+            run.optimizer,
+            run.lr_scheduler,
+            shard=(lambda state: sharding.sharded_state(run.optimizer, state))
+            if run.sharded
+            else None,
+        )
         logger.info("resumed from %s at step %d", checkpoint, run.step)
 
     hooks = detach_start_token(run.model)
@@ -457,7 +490,9 @@ def _train_step(run: _Run) -> dict[str, float]:
         g = accelerator.process_index * accumulation + micro
         rng = np.random.default_rng([config.seed, 0, run.step, g])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        with accelerator.accumulate(run.denoiser):
+        if run.sharded:  # (DDP's no_sync, for the units)
+            sharding.gradient_sync(run.units, micro == accumulation - 1)
+        with accelerator.accumulate(run.denoiser), _autocast(run):
             loss, logs = compute_loss(
                 run.model,
                 run.denoiser,
@@ -486,14 +521,23 @@ def _train_step(run: _Run) -> dict[str, float]:
     return totals
 
 
+def _autocast(run: _Run):
+    """The mixed precision's autocast, which accelerate gives a model it wraps (a sharded
+    denoiser is not wrapped)."""
+    return run.accelerator.autocast() if run.sharded else contextlib.nullcontext()
+
+
 def _validate(run: _Run, bar) -> None:
-    """The validation samples when they are due (main process; the others wait)."""
+    """The validation samples when they are due (main process; the others wait; sharded,
+    every process samples, each unit gathered by all, and the main one writes)."""
     if run.validation is None or not run.validation.due(run.step):
         return
-    if run.accelerator.is_main_process:
-        folder = run.validation.sample(run.step, run.parked)
-        bar.write(f"samples at step {run.step}: {folder}")
-        tracking.log_samples(run.accelerator, run.step, folder)
+    main = run.accelerator.is_main_process
+    if main or run.sharded:
+        folder = run.validation.sample(run.step, run.parked, write=main)
+        if main:
+            bar.write(f"samples at step {run.step}: {folder}")
+            tracking.log_samples(run.accelerator, run.step, folder)
     run.accelerator.wait_for_everyone()
 
 
@@ -501,7 +545,16 @@ def _checkpoint(run: _Run, stop: bool) -> None:
     """Write a checkpoint on the main process when one is due (or the run stops here)."""
     config = run.config
     due = run.step % config.checkpointing_steps == 0 or run.step == config.max_train_steps
-    if run.accelerator.is_main_process and (stop or due):
+    if not (stop or due):
+        return
+    if run.sharded:  # gathered whole by every process, written by the main one
+        optimizer = sharding.WholeOptimizer(run.optimizer)
+        with sharding.whole(run.units):
+            if run.accelerator.is_main_process:
+                run.output.save_checkpoint(run.step, run.subject, optimizer, run.lr_scheduler,
+                                           config.checkpoints_total_limit)  # fmt: skip
+        return
+    if run.accelerator.is_main_process:
         run.output.save_checkpoint(
             run.step,
             run.subject,

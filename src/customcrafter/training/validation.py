@@ -54,10 +54,11 @@ class Validation:
             step % c.validation_steps == 0 or step == c.max_train_steps
         )
 
-    def sample(self, step: int, parked: list[torch.nn.Module] = ()) -> Path:
+    def sample(self, step: int, parked: list[torch.nn.Module] = (), write: bool = True):
         """The prompts sampled at ``step`` (0: the base model with the class word), written
-        to ``samples/step-NNNNNN/``; ``parked``: components moved off the GPU for training,
-        brought back while sampling."""
+        to ``samples/step-NNNNNN/`` (returned; with ``write=False`` only sampled, by a
+        process that holds shards the main one needs); ``parked``: components moved off the
+        GPU for training, brought back while sampling."""
         model = self.model
         device = model.device
         for module in parked:
@@ -72,7 +73,7 @@ class Validation:
                 module.train(training)
             for module in parked:
                 module.to("cpu")
-        return self._write(step, videos)
+        return self._write(step, videos) if write else None
 
     def _videos(self, step: int) -> list[tuple[str, torch.Tensor, int]]:
         pipe = CustomCrafterPipeline(self.model, self.subject)
