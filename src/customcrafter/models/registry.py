@@ -10,6 +10,7 @@ from ..config import TrainConfig, check_value, field_named
 from ..errors import UserError
 from .base import BaseVideoModel, LoraNaming
 from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
+from .hunyuan15 import HunyuanVideo15Model, build_tiny_hunyuan15, is_hunyuan15_folder
 from .plugins import named_base, named_bases
 from .videocrafter2 import (
     VideoCrafter2Model,
@@ -25,7 +26,8 @@ _BUILT_IN_HELP = (
     "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
     "a diffusers Wan folder or hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers' "
     "(optionally prefixed 'wan:'; 'tiny-wan' and the two-expert 'tiny-wan-a14b' are random "
-    "test ones), "
+    "test ones), a diffusers HunyuanVideo 1.5 folder or hub id (sampling only; optionally "
+    "prefixed 'hunyuan15:'; 'tiny-hunyuan15' a random test one), "
     "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
     "or a folder written by 'customcrafter convert videocrafter2'"
 )
@@ -59,8 +61,14 @@ def load_base_model(
         model.name, model.lab = spec, named.lab
     elif spec == "tiny":
         model = build_tiny_t2v()
-    elif spec in TINY[1:]:
+    elif spec in ("tiny-wan", "tiny-wan-a14b"):
         model = build_tiny_wan(two_experts=spec == "tiny-wan-a14b")
+    elif spec == "tiny-hunyuan15":
+        model = build_tiny_hunyuan15()
+    elif spec.startswith("hunyuan15:") or _names(spec, is_hunyuan15_folder):
+        model = HunyuanVideo15Model.from_pretrained(
+            spec.removeprefix("hunyuan15:"), torch_dtype=dtype
+        )
     elif spec.startswith("wan:") or _names_wan(spec):
         model = WanModel.from_pretrained(spec.removeprefix("wan:"), torch_dtype=dtype)
     elif spec.startswith("videocrafter2:"):
@@ -122,7 +130,7 @@ def lora_namings() -> list[LoraNaming]:
 
 
 #: the test models built in code
-TINY = ("tiny", "tiny-wan", "tiny-wan-a14b")
+TINY = ("tiny", "tiny-wan", "tiny-wan-a14b", "tiny-hunyuan15")
 
 
 def check_base_model(spec: str) -> None:
@@ -133,7 +141,7 @@ def check_base_model(spec: str) -> None:
     if spec in TINY or named_base(spec) is not None:
         return
     kind, sep, rest = spec.partition(":")
-    if sep and kind in ("videocrafter2", "wan", "diffusers"):
+    if sep and kind in ("videocrafter2", "wan", "hunyuan15", "diffusers"):
         spec = rest
     elif sep and not Path(spec).exists():
         raise UserError(f"unknown base model kind {kind!r}; use one of: {base_model_help()}")
@@ -159,8 +167,13 @@ def _cached(spec: str) -> bool:
 
 def _names_wan(spec: str) -> bool:
     """A Wan folder, or a hub id whose cached ``model_index.json`` names a Wan pipeline."""
+    return _names(spec, is_wan_folder)
+
+
+def _names(spec: str, is_folder) -> bool:
+    """``is_folder(spec)``, or a hub id whose cached folder passes it."""
     if Path(spec).exists():
-        return is_wan_folder(spec)
+        return is_folder(spec)
     if spec.count("/") != 1 or ":" in spec:
         return False
     try:
@@ -168,4 +181,4 @@ def _names_wan(spec: str) -> bool:
     except ImportError:  # pragma: no cover - a diffusers dependency
         return False
     cached = try_to_load_from_cache(spec, "model_index.json")
-    return isinstance(cached, str) and is_wan_folder(Path(cached).parent)
+    return isinstance(cached, str) and is_folder(Path(cached).parent)

@@ -66,15 +66,22 @@ class FlowMatchingSampler:
 
     init_noise_sigma = 1.0
 
-    def __init__(self, scheduler):
+    def __init__(self, scheduler, sigmas=None):
+        """``sigmas(n)``: the noise levels of ``n`` steps where the model's pipeline gives
+        the scheduler its own (HunyuanVideo 1.5: ``linspace(1, 0, n + 1)[:-1]``)."""
         self.scheduler = scheduler
+        self.sigmas = sigmas
 
     @property
     def order(self) -> int:
         return int(getattr(self.scheduler, "order", 1))
 
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None):
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if self.sigmas is not None:
+            sigmas = list(self.sigmas(num_inference_steps))
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
 
