@@ -1,15 +1,18 @@
-"""HunyuanVideo 1.5 as a base (sampling; training comes later), on tiny components of the
-real diffusers classes built in code."""
+"""HunyuanVideo 1.5 as a base, on tiny components of the real diffusers classes built in
+code: sampling equal to diffusers' pipeline, the presets on its double-stream blocks,
+training (a learnt token, an identifier, prior preservation, resume), DWVS, the probe."""
 
 import pytest
 import torch
+from conftest import write_images
+from safetensors.torch import load_file
 
 from customcrafter.cli import main
-from customcrafter.errors import UserError
 from customcrafter.io.video import read_video
 from customcrafter.models import load_base_model
 from customcrafter.models.hunyuan15 import HunyuanVideo15Model, build_tiny_hunyuan15_pipeline
-from customcrafter.sampling import CustomCrafterPipeline
+from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
+from customcrafter.subject.targets import resolve_targets
 
 SIZE = dict(num_frames=5, height=32, width=32, num_inference_steps=3)
 
@@ -45,12 +48,79 @@ def test_the_context_holds_both_encoders_and_their_masks():
     assert glyph[0].abs().sum() == 0
 
 
-def test_generate_takes_the_tiny_model_and_refuses_training(tmp_path, capsys):
+def test_generate_takes_the_tiny_model(tmp_path):
     out = tmp_path / "v.mp4"
     argv = ["-q", "generate", "--base", "tiny-hunyuan15", "--no-subject", "--prompt", "a dog",
             "--out", str(out), "--steps", "2", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     assert read_video(out).shape == (5, 32, 32, 3)
+
+
+def test_the_presets_take_the_video_tokens_attention_and_the_text_keys_and_values():
     model = load_base_model("tiny-hunyuan15")
-    with pytest.raises(UserError, match="not supported yet"):
-        model.sample_timesteps(1)
+    block = "transformer_blocks.0.attn."
+    names = {p: [t.removeprefix(block) for t in resolve_targets(model, p)] for p in
+             ("spatial-qkv", "spatial-cross-kv", "spatial-cross-qkv")}  # fmt: skip
+    assert names["spatial-qkv"] == ["to_q", "to_k", "to_v", "add_k_proj", "add_v_proj"]
+    assert names["spatial-cross-kv"] == ["add_k_proj", "add_v_proj"]
+    assert names["spatial-cross-qkv"] == ["to_q", "add_k_proj", "add_v_proj"]
+    override = resolve_targets(model, override=["attn.add_q_proj"])  # the rest by name
+    assert override == [block + "add_q_proj"]
+
+
+def _train(tmp_path, name, *extra):
+    photos = tmp_path / "photos"
+    if not photos.exists():
+        write_images(photos)
+    argv = ["-q", "train", "--base", "tiny-hunyuan15", "--instance-data-dir", str(photos),
+            "--output-dir", str(tmp_path / name), "--learning-rate", "1e-2",
+            "--checkpointing-steps", "2", *extra]  # fmt: skip
+    assert main(argv) == 0
+    return load_file(str(tmp_path / name / "subject.safetensors"))
+
+
+def test_a_learnt_token_trains_and_resumes_exactly(tmp_path):
+    token = ["--instance-prompt", "video of a <new1> dog", "--prior-loss-weight", "0"]
+    straight = _train(tmp_path, "a", *token, "--max-train-steps", "4")
+    _train(tmp_path, "b", *token, "--max-train-steps", "2")
+    resumed = _train(tmp_path, "b", *token, "--max-train-steps", "4",
+                     "--resume-from-checkpoint", "latest")  # fmt: skip
+    assert straight.keys() == resumed.keys() and "token_embeddings" in straight
+    assert straight["token_embeddings"].shape == (1, 32)  # a row of Qwen's vocabulary
+    for key in straight:
+        assert torch.allclose(straight[key], resumed[key], atol=1e-7), key
+    assert any(float(v.abs().max()) > 0 for k, v in straight.items() if "lora_B" in k)
+
+
+def test_an_identifier_with_prior_preservation_trains_and_samples_under_dwvs(tmp_path):
+    _train(tmp_path, "s", "--instance-prompt", "video of a sks dog", "--identifier", "sks",
+           "--class-prompt", "video of a dog", "--num-class-images", "2",
+           "--class-sampling-steps", "2", "--max-train-steps", "2")  # fmt: skip
+    pipe = CustomCrafterPipeline.from_pretrained(subject=str(tmp_path / "s"), device="cpu")
+    settings = dict(seed=0, schedule=DynamicWeightSchedule(0.4, 0.8, 1), progress=False, **SIZE)
+    folded = pipe("a sks dog running", **settings)
+    unfolded = pipe("a sks dog running", fold_lora=False, **settings)
+    assert torch.allclose(folded.videos, unfolded.videos, atol=1e-5)
+    assert folded.weights == [0.4, 0.8, 0.8]
+
+
+def test_the_commitment_probe_runs(tmp_path):
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text(
+        "- {attribute: motion, first: a dog running left, then: a dog running right}\n"
+    )
+    argv = ["-q", "probe", "commitment", "--base", "tiny-hunyuan15", "--pairs", str(pairs),
+            "--grid", "1", "--samples", "1", "--steps", "3", "--device", "cpu",
+            "--output-dir", str(tmp_path / "probe")]  # fmt: skip
+    assert main(argv) == 0
+    assert (tmp_path / "probe" / "commitment.json").is_file()
+
+
+def test_export_and_the_memory_plan_say_they_do_not_take_it_yet(tmp_path, capsys):
+    _train(tmp_path, "s", "--instance-prompt", "video of a sks dog", "--identifier", "sks",
+           "--prior-loss-weight", "0", "--max-train-steps", "1")  # fmt: skip
+    argv = ["-q", "export", str(tmp_path / "s"), "--format", "comfyui", "--out",
+            str(tmp_path / "lora.safetensors")]  # fmt: skip
+    assert main(argv) == 2
+    assert main(["-q", "plan", "--base", "tiny-hunyuan15", "--task", "train", "--vram", "1"]) == 2
+    assert "cannot trace 'tiny-hunyuan15'" in capsys.readouterr().err

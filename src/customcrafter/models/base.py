@@ -99,6 +99,11 @@ class BaseVideoModel(ABC):
     #: what a lab model offers beyond the interface (its world's scorer, bundled subjects,
     #: training recipe: ``models.plugins.Lab``); ``None`` for the other models
     lab: Any = None
+    #: whether a step runs on the meta device (the memory plan traces it there)
+    meta_traceable: bool = True
+    #: where a preset's block-relative projections (``attn1.to_q``, ``attn2.to_k``, ...) are
+    #: in this family's blocks, when it names them otherwise (``None``: as they are)
+    preset_names: dict[str, str] | None = None
     #: how the subject module's layers are named in other tools' LoRA files (``LoraNaming``);
     #: ``None``: this family does not export
     lora_naming: LoraNaming | None = None

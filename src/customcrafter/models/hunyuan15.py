@@ -1,4 +1,4 @@
-"""HunyuanVideo 1.5 (8.3 B) from its diffusers folder: sampling (training comes later).
+"""HunyuanVideo 1.5 (8.3 B) from its diffusers folder.
 
 Built on diffusers' own classes: ``HunyuanVideo15Transformer3DModel`` (the denoiser, in the
 interface's ``unet`` slot), ``AutoencoderKLHunyuanVideo15`` (``4n + 1`` frames become
@@ -13,6 +13,9 @@ Qwen ids and the ByT5 ids of a prompt side by side (the ByT5 part ``-1`` where t
 quotes nothing), and ``encode_text`` returns ``[b, L + L2, D + 1]``: the Qwen states, then
 the ByT5 states, each zero-padded to the wider of the two, with their attention mask as the
 last channel; ``predict`` takes them apart again.
+
+Training is flow matching (``models.flow``) with the scheduler's shift; a learnt token
+lives in Qwen's vocabulary (ByT5 reads only quoted text).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 
 from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults
+from .flow import FlowMatchingTraining
 from .samplers import FlowMatchingSampler
 
 #: the pipeline's prompt template: its system message, cropped after encoding
@@ -32,12 +36,31 @@ GLYPH_LENGTH = 256
 VISION_TOKENS = 729
 
 
-class HunyuanVideo15Model(BaseVideoModel):
+class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
     """A HunyuanVideo 1.5 text-to-video model behind the base-model interface."""
 
     batch_guidance = False  # as the pipeline's guider: the two branches as two calls
     has_start_token = False  # (the template's tokens are cropped)
     spatial_block_pattern = r"transformer_blocks\.\d+"
+    cache_training_inputs = True  # the Qwen2.5-VL language model alone is 7 B parameters
+    # the transformer picks the text tokens by their mask (torch.nonzero): no meta trace
+    meta_traceable = False
+    train_frames = 1  # a photo as one latent frame, as the model saw images
+    #: the presets' self- (attn1) and cross-attention (attn2) projections in a double-stream
+    #: block, where video and text tokens attend jointly: the video tokens' queries, keys
+    #: and values are their self-attention and their cross-attention's query; the text
+    #: tokens' keys and values are the cross-attention's (the text stream's own queries and
+    #: layers are not the paper's)
+    preset_names = {
+        "attn1.to_q": "attn.to_q",
+        "attn1.to_k": "attn.to_k",
+        "attn1.to_v": "attn.to_v",
+        "attn1.to_out.0": "attn.to_out.0",
+        "attn2.to_q": "attn.to_q",
+        "attn2.to_k": "attn.add_k_proj",
+        "attn2.to_v": "attn.add_v_proj",
+        "attn2.to_out.0": "attn.to_out.0",
+    }
 
     def __init__(self, name, transformer, vae, text_encoder, tokenizer, text_encoder_2,
                  tokenizer_2, scheduler_config: dict, guidance_scale: float,
@@ -227,20 +250,6 @@ class HunyuanVideo15Model(BaseVideoModel):
 
     def checkpoint_blocks(self):
         return list(self.unet.transformer_blocks)
-
-    # --- flow matching -------------------------------------------------------------------
-    @property
-    def num_train_timesteps(self) -> int:
-        return int(self.scheduler_config.get("num_train_timesteps", 1000))
-
-    def sample_timesteps(self, count: int, generator: torch.Generator | None = None):
-        raise UserError("training on HunyuanVideo 1.5 is not supported yet (sampling is)")
-
-    def add_noise(self, x0, noise, timesteps):
-        raise UserError("training on HunyuanVideo 1.5 is not supported yet (sampling is)")
-
-    def training_target(self, x0, noise, timesteps):
-        raise UserError("training on HunyuanVideo 1.5 is not supported yet (sampling is)")
 
     def _components(self) -> tuple[nn.Module, ...]:
         return (self.text_encoder, self.text_encoder_2, self.unet, self.vae)

@@ -11,9 +11,7 @@ and patch, ``attn2`` is the cross-attention to the text. The paper's spatial pre
 therefore map to ``attn1`` and ``attn2`` of every block (``--lora-target-override`` takes
 other projections).
 
-Training is Wan's flow matching: ``x_t = (1 - sigma) x_0 + sigma * noise`` with
-``t = 1000 sigma``, the velocity ``noise - x_0`` as the target, and sigma drawn uniformly
-and then shifted by the scheduler's ``flow_shift`` (as the sampler's steps are).
+Training is Wan's flow matching (``models.flow``).
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from torch import nn
 
 from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults
+from .flow import FlowMatchingTraining
 from .samplers import FlowMatchingSampler
 from .wan_lora import LOW_NOISE_PREFIX, WanLoraNaming
 
@@ -93,7 +92,7 @@ def check_num_frames(num_frames: int) -> None:
         )
 
 
-class WanModel(BaseVideoModel):
+class WanModel(FlowMatchingTraining, BaseVideoModel):
     """A Wan text-to-video model behind the base-model interface."""
 
     spatial_block_pattern = WAN_BLOCK_PATTERN
@@ -334,24 +333,14 @@ class WanModel(BaseVideoModel):
     def offloadable_blocks(self):
         return [list(expert.blocks) for expert in self.experts().values()]
 
-    # --- flow matching -------------------------------------------------------------------
-    @property
-    def num_train_timesteps(self) -> int:
-        return int(self.scheduler_config.get("num_train_timesteps", 1000))
-
-    def sample_timesteps(self, count: int, generator: torch.Generator | None = None):
-        """Training timesteps: sigma uniform in (0, 1), shifted by ``flow_shift``.
-
-        On a two-expert model one call's timesteps all fall in one expert's range (a
+    # --- flow matching (training: models.flow) -------------------------------------------
+    def _draw_range(self, generator) -> tuple[float, float]:
+        """On a two-expert model one call's timesteps all fall in one expert's range (a
         forward pass runs one expert): an expert whose layers carry a subject module,
         picked in proportion to its share of the distribution when both do."""
-        u = torch.rand(count, generator=generator)
-        if self.transformer_2 is not None:
-            low, high = self._expert_range(generator)
-            u = low + (high - low) * u
-        shift = self.flow_shift
-        sigma = shift * u / (1 + (shift - 1) * u)
-        return sigma * self.num_train_timesteps
+        if self.transformer_2 is None:
+            return 0.0, 1.0
+        return self._expert_range(generator)
 
     def _expert_range(self, generator) -> tuple[float, float]:
         """The range of the unshifted uniform draw that lands in one expert's timesteps."""
@@ -362,17 +351,6 @@ class WanModel(BaseVideoModel):
         if high is None:  # both (or neither): the high-noise expert by its share
             high = bool(torch.rand(1, generator=generator).item() >= u_boundary)
         return (u_boundary, 1.0) if high else (0.0, u_boundary)
-
-    def _sigma(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        sigma = timesteps.to(device=like.device, dtype=torch.float32) / self.num_train_timesteps
-        return sigma.view(-1, *([1] * (like.ndim - 1)))
-
-    def add_noise(self, x0, noise, timesteps):
-        sigma = self._sigma(timesteps, x0)
-        return ((1 - sigma) * x0.float() + sigma * noise.float()).to(x0.dtype)
-
-    def training_target(self, x0, noise, timesteps):
-        return noise - x0
 
     # --- housekeeping ----------------------------------------------------------------------
     def streamed_in_model_offload(self) -> tuple[nn.Module, ...]:

@@ -250,6 +250,11 @@ def estimate(job: Job, vram: float | None = None, counts: list[int] | None = Non
         raise UserError(f"--task must be train or generate, got {job.task!r}")
     dtypes = (None, "float8")
     base_model, _ = prepared(job, None, None, False)
+    if not base_model.meta_traceable:
+        raise UserError(
+            f"the memory plan cannot trace {job.base!r} on the meta device yet: choose "
+            "--weights-dtype, --offload-blocks and --gradient-checkpointing yourself"
+        )
     size = _size(job, base_model)
     base_model.latent_shape(1, size[2], size[0], size[1])  # the model's own size checks
     parameters = parameter_counts(base_model)

@@ -27,6 +27,8 @@ def resolve_targets(
         suffixes = tuple(override)
     elif preset in TARGET_PRESETS:
         suffixes = TARGET_PRESETS[preset]
+        if model.preset_names is not None:  # (one layer may serve two of the preset's)
+            suffixes = tuple(dict.fromkeys(model.preset_names[s] for s in suffixes))
     else:
         raise UserError(
             f"unknown LoRA target preset {preset!r}; choose one of {', '.join(TARGET_PRESETS)}"
