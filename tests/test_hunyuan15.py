@@ -124,3 +124,24 @@ def test_export_and_the_memory_plan_say_they_do_not_take_it_yet(tmp_path, capsys
     assert main(argv) == 2
     assert main(["-q", "plan", "--base", "tiny-hunyuan15", "--task", "train", "--vram", "1"]) == 2
     assert "cannot trace 'tiny-hunyuan15'" in capsys.readouterr().err
+
+
+def test_offloaded_blocks_change_nothing_and_float8_trains(tmp_path):
+    """Block offload: the same video and the same trained module as without; float8 frozen
+    weights: training runs (bf16 compute) and moves the module."""
+    ident = ["--instance-prompt", "video of a sks dog", "--identifier", "sks",
+             "--prior-loss-weight", "0", "--max-train-steps", "2", "--gradient-checkpointing"]  # fmt: skip
+    plain = _train(tmp_path, "plain", *ident)
+    streamed = _train(tmp_path, "streamed", *ident, "--offload-blocks", "1")
+    assert all(torch.equal(plain[k], streamed[k]) for k in plain)
+    settings = dict(seed=0, schedule=DynamicWeightSchedule(0.4, 0.8, 1), progress=False, **SIZE)
+    videos = []
+    for blocks in (0, 1):
+        pipe = CustomCrafterPipeline.from_pretrained(
+            subject=str(tmp_path / "plain"), device="cpu", offload_blocks=blocks or None
+        )
+        # (unfolded both times: offloaded blocks never fold the LoRA into their weights)
+        videos.append(pipe("a sks dog running", fold_lora=False, **settings).videos)
+    assert torch.equal(*videos)
+    fp8 = _train(tmp_path, "fp8", *ident, "--weights-dtype", "float8", "--mixed-precision", "bf16")
+    assert any(float(v.abs().max()) > 0 for k, v in fp8.items() if "lora_B" in k)
