@@ -145,3 +145,13 @@ def test_offloaded_blocks_change_nothing_and_float8_trains(tmp_path):
     assert torch.equal(*videos)
     fp8 = _train(tmp_path, "fp8", *ident, "--weights-dtype", "float8", "--mixed-precision", "bf16")
     assert any(float(v.abs().max()) > 0 for k, v in fp8.items() if "lora_B" in k)
+
+
+def test_static_clips_train_without_the_input_cache(tmp_path):
+    """A photo repeated into a 5-frame static clip (two latent frames), the VAE and both
+    text encoders run every step instead of once. (No augmentation: on a 2x2-latent toy
+    video a shrunken photo covers no whole latent cell, and its loss mask would be empty.)"""
+    tensors = _train(tmp_path, "s", "--instance-prompt", "video of a <new1> dog",
+                     "--prior-loss-weight", "0", "--max-train-steps", "2", "--no-cache-inputs",
+                     "--train-frames", "5", "--no-augment")  # fmt: skip
+    assert any(float(v.abs().max()) > 0 for k, v in tensors.items() if "lora_B" in k)
