@@ -56,11 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group() -> None:
+    """Under torchrun or accelerate launch: wait for the other processes (the main one may
+    still be writing reports) and close the group, so that no process exits with the
+    group's threads still running (an abort that would fail the whole launch)."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         args = build_parser().parse_args(argv)
         args.run(args)
+        _leave_process_group()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
