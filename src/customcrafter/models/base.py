@@ -10,9 +10,11 @@ else: everything a backend does differently is a method or attribute here.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -518,6 +520,18 @@ def text_encoder_skips(text_encoder: nn.Module) -> tuple[str, ...]:
 
     own = getattr(text_encoder, "_keep_in_fp32_modules", None) or ()
     return (*DEFAULT_SKIP_MODULES_PATTERN, *own)
+
+
+def is_pipeline_folder(path, family: str) -> bool:
+    """Whether ``path`` is a diffusers folder whose ``model_index.json`` names a pipeline of
+    ``family`` (its class name starts so: ``Wan``, ``HunyuanVideo15``)."""
+    index = Path(path) / "model_index.json"
+    if not index.is_file():
+        return False
+    try:
+        return str(json.loads(index.read_text()).get("_class_name", "")).startswith(family)
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def vae_scale_factor(vae: nn.Module) -> int:

@@ -1,16 +1,44 @@
-"""Flow-matching training, as the flow-matching bases (Wan, HunyuanVideo 1.5) were trained:
-``x_t = (1 - sigma) x_0 + sigma * noise`` with ``t = 1000 sigma``, the velocity
-``noise - x_0`` as the target, and sigma drawn uniformly and then shifted by the
-scheduler's shift (as the sampler's steps are)."""
+"""What the flow-matching bases (Wan, HunyuanVideo 1.5) share: their own diffusers scheduler,
+rebuilt from its config, and their training: ``x_t = (1 - sigma) x_0 + sigma * noise`` with
+``t = 1000 sigma``, the velocity ``noise - x_0`` as the target, and sigma drawn uniformly
+and then shifted by the scheduler's shift (as the sampler's steps are)."""
 
 from __future__ import annotations
 
 import torch
 
+from ..errors import UserError
+
+
+def scheduler_config(scheduler) -> dict:
+    """A scheduler's config with its class name (which ``make_scheduler`` builds)."""
+    return {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
+
 
 class FlowMatchingTraining:
-    """The training half of a flow-matching base; the class gives ``flow_shift`` and
-    ``scheduler_config``, and may narrow the draw (``_draw_range``: Wan's two experts)."""
+    """The scheduler and the training of a flow-matching base; the class gives
+    ``scheduler_config`` (and ``default_scheduler``, the class a config without a name
+    means), and may narrow the draw (``_draw_range``: Wan's two experts)."""
+
+    default_scheduler = "FlowMatchEulerDiscreteScheduler"
+
+    def make_scheduler(self):
+        """A fresh instance of the model's own scheduler."""
+        import diffusers
+
+        name = self.scheduler_config.get("_class_name", self.default_scheduler)
+        scheduler_class = getattr(diffusers, name, None)
+        if scheduler_class is None:
+            raise UserError(f"diffusers has no scheduler {name!r} (from the model's config)")
+        return scheduler_class.from_config(self.scheduler_config)
+
+    @property
+    def flow_shift(self) -> float:
+        """The timestep shift of the model's scheduler (1.0: none)."""
+        config = self.scheduler_config
+        if config.get("use_flow_sigmas") or "flow_shift" in config:
+            return float(config.get("flow_shift", 1.0))
+        return float(config.get("shift", 1.0))
 
     @property
     def num_train_timesteps(self) -> int:

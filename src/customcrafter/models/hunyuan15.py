@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .base import BaseVideoModel, ModelDefaults
-from .flow import FlowMatchingTraining
+from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder
+from .flow import FlowMatchingTraining, scheduler_config
 from .samplers import FlowMatchingSampler
 
 #: the pipeline's prompt template: its system message, cropped after encoding
@@ -96,7 +96,7 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
         """Take the components of a diffusers ``HunyuanVideo15Pipeline``."""
         return cls(name, pipe.transformer, pipe.vae, pipe.text_encoder, pipe.tokenizer,
                    pipe.text_encoder_2, pipe.tokenizer_2,
-                   {**dict(pipe.scheduler.config), "_class_name": type(pipe.scheduler).__name__},
+                   scheduler_config(pipe.scheduler),
                    float(pipe.guider.guidance_scale), pipe.system_message, defaults)  # fmt: skip
 
     def to_pipeline(self):
@@ -115,21 +115,11 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
             guider=ClassifierFreeGuidance(guidance_scale=self.defaults.guidance_scale),
         )
 
-    def make_scheduler(self):
-        import diffusers
-
-        name = self.scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler")
-        return getattr(diffusers, name).from_config(self.scheduler_config)
-
     def make_sampler(self) -> FlowMatchingSampler:
         """Flow-match Euler over ``linspace(1, 0, N + 1)[:-1]``, as the pipeline."""
         return FlowMatchingSampler(
             self.make_scheduler(), sigmas=lambda n: np.linspace(1.0, 0.0, n + 1)[:-1]
         )
-
-    @property
-    def flow_shift(self) -> float:
-        return float(self.scheduler_config.get("shift", 1.0))
 
     # --- text ---------------------------------------------------------------------------
     @property
@@ -277,15 +267,7 @@ def _defaults(transformer, guidance_scale: float) -> ModelDefaults:
 
 def is_hunyuan15_folder(path) -> bool:
     """Whether ``path`` is a diffusers folder whose pipeline is HunyuanVideo 1.5's."""
-    import json
-    from pathlib import Path
-
-    index = Path(path) / "model_index.json"
-    try:
-        name = json.loads(index.read_text()).get("_class_name", "")
-    except (OSError, json.JSONDecodeError):
-        return False
-    return str(name).startswith("HunyuanVideo15")
+    return is_pipeline_folder(path, "HunyuanVideo15")
 
 
 # --- tiny HunyuanVideo 1.5 built in code (tests, offline smoke runs) ---------------------------

@@ -17,15 +17,14 @@ Training is Wan's flow matching (``models.flow``).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import UserError
-from .base import BaseVideoModel, ModelDefaults
-from .flow import FlowMatchingTraining
+from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder
+from .flow import FlowMatchingTraining, scheduler_config
 from .samplers import FlowMatchingSampler
 from .wan_lora import LOW_NOISE_PREFIX, WanLoraNaming
 
@@ -73,13 +72,7 @@ def release_defaults_of(name: str) -> ModelDefaults:
 
 def is_wan_folder(path: str | Path) -> bool:
     """Whether ``path`` is a diffusers folder whose pipeline is a Wan pipeline."""
-    index = Path(path) / "model_index.json"
-    if not index.is_file():
-        return False
-    try:
-        return str(json.loads(index.read_text()).get("_class_name", "")).startswith("Wan")
-    except (OSError, json.JSONDecodeError):
-        return False
+    return is_pipeline_folder(path, "Wan")
 
 
 def check_num_frames(num_frames: int) -> None:
@@ -103,6 +96,7 @@ class WanModel(FlowMatchingTraining, BaseVideoModel):
     train_frames = 1
     has_start_token = False  # UMT5 has none
     lora_naming = WanLoraNaming()
+    default_scheduler = "UniPCMultistepScheduler"
 
     def __init__(
         self,
@@ -189,27 +183,9 @@ class WanModel(FlowMatchingTraining, BaseVideoModel):
             expand_timesteps=self.expand_timesteps,
         )
 
-    def make_scheduler(self):
-        """A fresh instance of the model's own scheduler."""
-        import diffusers
-
-        name = self.scheduler_config.get("_class_name", "UniPCMultistepScheduler")
-        scheduler_class = getattr(diffusers, name, None)
-        if scheduler_class is None:
-            raise UserError(f"diffusers has no scheduler {name!r} (from the model's config)")
-        return scheduler_class.from_config(self.scheduler_config)
-
     def make_sampler(self) -> FlowMatchingSampler:
         """The model's own flow-matching scheduler (deterministic: ``eta`` 0)."""
         return FlowMatchingSampler(self.make_scheduler())
-
-    @property
-    def flow_shift(self) -> float:
-        """The timestep shift of the model's scheduler (1.0: none)."""
-        config = self.scheduler_config
-        if config.get("use_flow_sigmas") or "flow_shift" in config:
-            return float(config.get("flow_shift", 1.0))
-        return float(config.get("shift", 1.0))
 
     # --- text ---------------------------------------------------------------------------
     @property
@@ -361,11 +337,6 @@ class WanModel(FlowMatchingTraining, BaseVideoModel):
     def _components(self) -> tuple[nn.Module, ...]:
         experts = (self.unet,) if self.transformer_2 is None else (self.unet, self.transformer_2)
         return (self.text_encoder, *experts, self.vae)
-
-
-def scheduler_config(scheduler) -> dict:
-    """A scheduler's config with its class name (which ``make_scheduler`` builds)."""
-    return {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
 
 
 def _release_defaults(vae, transformer_2, expand_timesteps: bool) -> ModelDefaults:

@@ -94,7 +94,8 @@ def build_wan(
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from ..models.wan import WanModel, build_tiny_tokenizer, scheduler_config
+    from ..models.flow import scheduler_config
+    from ..models.wan import WanModel, build_tiny_tokenizer
 
     sizes = {**_WAN_TRANSFORMER, **_WAN_SIZES[size]}
     sizes["out_channels"] = sizes["in_channels"]
