@@ -240,9 +240,8 @@ def train(
             component.to("cpu")
         if later and not sharded:
             model.denoisers_to(accelerator.device)
-        run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text)
-        run.sharded = sharded
-        run.parked = parked
+        run = _Run(config, model, subject, accelerator, output, *data, embedded=embed_text,
+                   parked=parked, sharded=sharded)  # fmt: skip
         if config.validation_prompts:
             run.validation = Validation(config, model, subject, output.path, height, width)
         try:
@@ -547,18 +546,10 @@ def _checkpoint(run: _Run, stop: bool) -> None:
     due = run.step % config.checkpointing_steps == 0 or run.step == config.max_train_steps
     if not (stop or due):
         return
-    if run.sharded:  # gathered whole by every process, written by the main one
-        optimizer = sharding.WholeOptimizer(run.optimizer)
-        with sharding.whole(run.units):
-            if run.accelerator.is_main_process:
-                run.output.save_checkpoint(run.step, run.subject, optimizer, run.lr_scheduler,
-                                           config.checkpoints_total_limit)  # fmt: skip
-        return
-    if run.accelerator.is_main_process:
-        run.output.save_checkpoint(
-            run.step,
-            run.subject,
-            run.optimizer,
-            run.lr_scheduler,
-            config.checkpoints_total_limit,
-        )
+    # sharded: gathered whole by every process (no units: as they are), written by the main one
+    optimizer = sharding.WholeOptimizer(run.optimizer) if run.sharded else run.optimizer
+    with sharding.whole(run.units):
+        if run.accelerator.is_main_process:
+            run.output.save_checkpoint(
+                run.step, run.subject, optimizer, run.lr_scheduler, config.checkpoints_total_limit
+            )
