@@ -12,6 +12,8 @@ from customcrafter.io.video import read_video
 from customcrafter.models import load_base_model
 from customcrafter.models.hunyuan15 import HunyuanVideo15Model, build_tiny_hunyuan15_pipeline
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
+from customcrafter.subject import SpatialSubjectModule
+from customcrafter.subject.export import export_subject
 from customcrafter.subject.targets import resolve_targets
 
 SIZE = dict(num_frames=5, height=32, width=32, num_inference_steps=3)
@@ -116,14 +118,44 @@ def test_the_commitment_probe_runs(tmp_path):
     assert (tmp_path / "probe" / "commitment.json").is_file()
 
 
-def test_export_and_the_memory_plan_say_they_do_not_take_it_yet(tmp_path, capsys):
+def test_comfyui_export_and_the_memory_plan_say_they_do_not_take_it_yet(tmp_path, capsys):
     _train(tmp_path, "s", "--instance-prompt", "video of a sks dog", "--identifier", "sks",
            "--prior-loss-weight", "0", "--max-train-steps", "1")  # fmt: skip
     argv = ["-q", "export", str(tmp_path / "s"), "--format", "comfyui", "--out",
             str(tmp_path / "lora.safetensors")]  # fmt: skip
     assert main(argv) == 2
+    assert "exports as diffusers only, not comfyui" in capsys.readouterr().err
+    assert not (tmp_path / "lora.safetensors").exists()
     assert main(["-q", "plan", "--base", "tiny-hunyuan15", "--task", "train", "--vram", "1"]) == 2
     assert "cannot trace 'tiny-hunyuan15'" in capsys.readouterr().err
+
+
+def test_a_diffusers_export_in_the_pipelines_transformer_gives_our_video_at_weight_1(tmp_path):
+    """``HunyuanVideo15Pipeline`` has no ``load_lora_weights``; its transformer's
+    ``load_lora_adapter`` reads the file."""
+    module = SpatialSubjectModule.create(load_base_model("tiny-hunyuan15"), {}, identifier="sks")
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in module.layers.values():
+            b = layer.lora_B["subject"].weight
+            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
+    path = module.save(tmp_path / "subject.safetensors")
+    out = export_subject(path, tmp_path / "lora.safetensors", "diffusers")
+    assert "transformer.transformer_blocks.0.attn.add_k_proj.lora_A.weight" in load_file(str(out))
+    prompt = "a sks dog running"
+    ours = CustomCrafterPipeline.from_pretrained(subject=path)(
+        prompt, schedule=DynamicWeightSchedule.constant(1.0), seed=3, progress=False, **SIZE
+    ).videos
+    pipe = build_tiny_hunyuan15_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer.load_lora_adapter(str(out), prefix="transformer", adapter_name="subject")
+    theirs = pipe(prompt, generator=torch.Generator().manual_seed(3), output_type="pt",
+                  **SIZE).frames.permute(0, 2, 1, 3, 4)  # fmt: skip
+    assert theirs.shape == ours.shape
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    plain = CustomCrafterPipeline(load_base_model("tiny-hunyuan15"))
+    base = plain(prompt, seed=3, progress=False, **SIZE).videos
+    assert (ours - base).abs().max() > 1e-2  # the LoRA matters
 
 
 def test_offloaded_blocks_change_nothing_and_float8_trains(tmp_path):

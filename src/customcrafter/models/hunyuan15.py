@@ -20,6 +20,8 @@ lives in Qwen's vocabulary (ByT5 reads only quoted text).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 from torch import nn
@@ -36,6 +38,28 @@ GLYPH_LENGTH = 256
 VISION_TOKENS = 729
 
 
+class HunyuanVideo15LoraNaming:
+    """The ``models.base.LoraNaming`` of HunyuanVideo 1.5: diffusers' names only
+    (``transformer.transformer_blocks.N.attn.to_q.lora_A.weight``), which the transformer's
+    ``load_lora_adapter`` reads (``HunyuanVideo15Pipeline`` has no ``load_lora_weights``).
+    No ComfyUI names: the ComfyUI this project can read predates HunyuanVideo 1.5."""
+
+    family = "HunyuanVideo 1.5"
+    formats = ("diffusers",)
+    experts: dict[str, str] = {}
+
+    def owns(self, target: str) -> bool:
+        return (
+            re.fullmatch(r"transformer_blocks\.\d+\.(attn|ff|ff_context)\..+", target) is not None
+        )
+
+    def tensors(self, target: str, a, b, rank: int, format: str) -> dict[str, torch.Tensor]:
+        return {
+            f"transformer.{target}.lora_A.weight": a,
+            f"transformer.{target}.lora_B.weight": b,
+        }
+
+
 class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
     """A HunyuanVideo 1.5 text-to-video model behind the base-model interface."""
 
@@ -46,6 +70,7 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
     # the transformer picks the text tokens by their mask (torch.nonzero): no meta trace
     meta_traceable = False
     train_frames = 1  # a photo as one latent frame, as the model saw images
+    lora_naming = HunyuanVideo15LoraNaming()
     #: the presets' self- (attn1) and cross-attention (attn2) projections in a double-stream
     #: block, where video and text tokens attend jointly: the video tokens' queries, keys
     #: and values are their self-attention and their cross-attention's query; the text
@@ -115,7 +140,7 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
             guider=ClassifierFreeGuidance(guidance_scale=self.defaults.guidance_scale),
         )
 
-    def make_sampler(self) -> FlowMatchingSampler:
+    def make_sampler(self, size: tuple[int, int, int] | None = None) -> FlowMatchingSampler:
         """Flow-match Euler over ``linspace(1, 0, N + 1)[:-1]``, as the pipeline."""
         return FlowMatchingSampler(
             self.make_scheduler(), sigmas=lambda n: np.linspace(1.0, 0.0, n + 1)[:-1]
