@@ -261,7 +261,7 @@ def test_export_refuses_a_learnt_token_another_base_and_an_existing_file(tmp_pat
         export_subject(path, tmp_path / "a.safetensors", "comfyui", drop_token=True)
     other = SpatialSubjectModule.create(build_tiny_t2v(), {"<new1>": "dog"})
     other_path = other.save(tmp_path / "other.safetensors")
-    with pytest.raises(UserError, match="not a Wan model"):
+    with pytest.raises(UserError, match="not a Wan, HunyuanVideo 1.5 or LTX-2 model"):
         export_subject(other_path, tmp_path / "b.safetensors", "diffusers", drop_token=True)
 
 

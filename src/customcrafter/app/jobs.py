@@ -347,7 +347,7 @@ class AppSession:
             done += len(out.weights)
             for index, (text, video) in enumerate(zip(texts, out.videos, strict=True)):
                 stem = self.workspace.new_video_stem(f"{subject}-{index}-{label}")
-                mp4 = write_video(stem.with_suffix(".mp4"), video, fps=out.fps)
+                mp4 = write_video(stem.with_suffix(".mp4"), video, fps=out.fps, **out.sound(index))
                 gif = write_video(stem.with_suffix(".gif"), video, fps=out.fps)
                 self.workspace.record(
                     stem,

@@ -209,7 +209,7 @@ def _generate(spec, missing, stats, device, dtype, progress) -> None:
                 )
                 path = spec.output_dir / job.path
                 fps = spec.generation.get("save_fps") or result.fps
-                write_video(path, result.videos[0], fps)
+                write_video(path, result.videos[0], fps, **result.sound(0))
                 if spec.gif:
                     write_video(path.with_suffix(".gif"), result.videos[0], fps)
                 stats.generated.append(job.path)

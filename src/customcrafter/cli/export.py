@@ -1,4 +1,4 @@
-"""``customcrafter export``: a Wan subject module as a ComfyUI or diffusers LoRA file."""
+"""``customcrafter export``: a Wan or LTX-2 subject module as a ComfyUI or diffusers LoRA file."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from .args import add_config_arguments
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="write a Wan subject module as a LoRA file for ComfyUI or diffusers",
-        description="Write a Wan subject module as a LoRA file: 'comfyui' (the original Wan "
-        "module names, diffusion_model.blocks.N.self_attn.q ..., with alpha) or 'diffusers' "
-        "(what WanPipeline.load_lora_weights reads). The LoRA scale is folded in: load it at "
-        "strength 1.0 for the module at weight 1.0.",
+        help="write a Wan or LTX-2 subject module as a LoRA file for ComfyUI or diffusers",
+        description="Write a Wan or LTX-2 subject module as a LoRA file: 'comfyui' (the "
+        "original module names: Wan's diffusion_model.blocks.N.self_attn.q ..., LTX-2's "
+        "diffusion_model.transformer_blocks.N.attn1.to_q ..., with alpha) or 'diffusers' "
+        "(what WanPipeline's or LTX2Pipeline's load_lora_weights reads). The LoRA scale is "
+        "folded in: load it at strength 1.0 for the module at weight 1.0.",
     )
     parser.add_argument("subject", help="subject module: training output folder or .safetensors")
     parser.add_argument("--format", choices=["comfyui", "diffusers"], default="comfyui")
@@ -82,9 +83,11 @@ def _write_workflow(args, metadata, lora: Path, path: Path) -> None:
     """The DWVS graph for ComfyUI beside the LoRA (one-expert Wan models)."""
     from ..io.files import write_json
     from ..models.wan import release_defaults_of
+    from ..models.wan_lora import WanLoraNaming
     from ..sampling.comfyui import WorkflowSettings, dwvs_workflow
 
-    if "A14B" in metadata.base_model or args.expert:
+    wan = all(WanLoraNaming().owns(t) for t in metadata.targets)
+    if not wan or "A14B" in metadata.base_model or args.expert:
         print("no workflow: the DWVS graph is written for one-expert Wan models (not A14B)")
         return
     defaults = release_defaults_of(metadata.base_model)

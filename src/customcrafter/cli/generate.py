@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
     )
     if not main:  # every process holds the whole video; the main one writes it
         return
-    write_video(out, result.videos[0], result.fps)
+    write_video(out, result.videos[0], result.fps, **result.sound(0))
     print(f"{schedule.describe()}: wrote {out}")
     if gif is not None:
         write_video(gif, result.videos[0], result.fps)

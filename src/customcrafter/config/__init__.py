@@ -374,6 +374,50 @@ class SampleConfig:
         "3.0; --guidance-scale is the high-noise expert's)",
         **GUIDANCE,
     )
+    stg_scale: float | None = setting(
+        None,
+        help="LTX-2: spatio-temporal guidance, as LTX2Pipeline's stg_scale (default 0: off)",
+        **GUIDANCE,
+    )
+    modality_scale: float | None = setting(
+        None,
+        help="LTX-2: modality isolation guidance, as LTX2Pipeline's modality_scale "
+        "(default 1: off)",
+        **GUIDANCE,
+    )
+    guidance_rescale: float | None = setting(
+        None,
+        help="LTX-2: guidance rescale, as LTX2Pipeline's guidance_rescale (default 0: off)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    audio_guidance_scale: float | None = setting(
+        None,
+        help="LTX-2: the sound's classifier-free guidance (default: --guidance-scale)",
+        **GUIDANCE,
+    )
+    audio_stg_scale: float | None = setting(
+        None,
+        help="LTX-2: the sound's spatio-temporal guidance (default: --stg-scale)",
+        **GUIDANCE,
+    )
+    audio_modality_scale: float | None = setting(
+        None,
+        help="LTX-2: the sound's modality guidance (default: --modality-scale)",
+        **GUIDANCE,
+    )
+    audio_guidance_rescale: float | None = setting(
+        None,
+        help="LTX-2: the sound's guidance rescale (default: --guidance-rescale)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    spatio_temporal_guidance_blocks: str | None = setting(
+        None,
+        help="LTX-2: the blocks spatio-temporal guidance perturbs, comma-separated "
+        "(default: 28, the pipeline's)",
+        metavar="N[,N...]",
+    )
     eta: float | None = setting(
         None,
         help="DDIM eta: 0 deterministic, 1 fresh noise at every step (default: the base model's)",

@@ -35,25 +35,42 @@ def check_output_path(path: str | Path, overwrite: bool) -> Path:
     return check_output_file(path, overwrite, VIDEO_SUFFIXES)
 
 
-def write_video(path: str | Path, video, fps: int = 8, lossless: bool = False) -> Path:
+def write_video(
+    path: str | Path,
+    video,
+    fps: int = 8,
+    lossless: bool = False,
+    audio: torch.Tensor | np.ndarray | None = None,
+    sample_rate: int | None = None,
+) -> Path:
     """Write ``video`` (``[3, f, h, w]`` in ``[0, 1]`` or ``[f, h, w, 3]`` uint8) to ``path``;
     the format follows the suffix. ``lossless``: an mp4 that decodes to exactly these RGB
-    frames (x264's RGB mode at quality 0; fewer players read it). The file appears only
-    once complete."""
+    frames (x264's RGB mode at quality 0; fewer players read it). ``audio``
+    (``[channels, samples]`` in ``[-1, 1]`` at ``sample_rate``): the mp4's sound track, AAC
+    (a gif has none). The file appears only once complete."""
     path = Path(path)
     frames = to_uint8_frames(video)
     suffix = path.suffix.lower()
     if suffix not in (".gif", ".mp4"):
         raise UserError(f"cannot write {path.suffix!r} videos; use .mp4 or .gif")
+    if audio is not None and not sample_rate:
+        raise ValueError("a sound track needs its sample rate")
     with atomic_path(path) as tmp:
         if suffix == ".gif":
             _write_gif(tmp, frames, fps)
         else:
-            _write_mp4(tmp, frames, fps, lossless)
+            _write_mp4(tmp, frames, fps, lossless, audio, sample_rate)
     return path
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: int, lossless: bool = False) -> None:
+def _write_mp4(
+    path: Path,
+    frames: np.ndarray,
+    fps: int,
+    lossless: bool = False,
+    audio=None,
+    sample_rate: int | None = None,
+) -> None:
     f, h, w, _ = frames.shape
     if not lossless:
         # yuv420p needs even sides: pad by repeating the last row / column
@@ -66,11 +83,49 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: int, lossless: bool = False)
         # differently from one process to the next, and so moves every score read off the file
         quality = "0" if lossless else "17"
         stream.options = {"crf": quality, "preset": "medium", "x264-params": "mbtree=0"}
+        sound = _add_audio(container, audio, sample_rate) if audio is not None else None
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            _write_audio(container, *sound)
+
+
+def _add_audio(container, audio, sample_rate: int):
+    """An AAC stream for ``audio`` ``[channels, samples]`` (mono or stereo) and its samples
+    as planar float32."""
+    samples = np.asarray(torch.as_tensor(audio).detach().float().cpu().clamp(-1, 1))
+    if samples.ndim != 2 or samples.shape[0] not in (1, 2):
+        raise ValueError(f"expected sound [channels (1 or 2), samples], got {samples.shape}")
+    layout = "mono" if samples.shape[0] == 1 else "stereo"
+    stream = container.add_stream("aac", rate=int(sample_rate), layout=layout)
+    return stream, np.ascontiguousarray(samples, dtype=np.float32), layout
+
+
+def _write_audio(container, stream, samples: np.ndarray, layout: str) -> None:
+    frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+    frame.sample_rate = stream.rate
+    frame.pts = 0
+    for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int] | None:
+    """The sound track of a video file as ``([channels, samples] float32, sample rate)``,
+    ``None`` where it has none."""
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        chunks = [f.to_ndarray() for f in container.decode(stream)]
+        rate = stream.rate
+    if not chunks:
+        return None
+    return np.concatenate(chunks, axis=1).astype(np.float32), int(rate)
 
 
 def _write_gif(path: Path, frames: np.ndarray, fps: int) -> None:

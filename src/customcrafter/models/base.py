@@ -109,6 +109,13 @@ class BaseVideoModel(ABC):
     #: how the subject module's layers are named in other tools' LoRA files (``LoraNaming``);
     #: ``None``: this family does not export
     lora_naming: LoraNaming | None = None
+    #: the ``SampleConfig`` settings of guidance terms beyond classifier-free guidance that
+    #: this family's pipeline has (LTX-2's: ``guide``); the others refuse them
+    guidance_options: tuple[str, ...] = ()
+    #: whether the model makes a sound track with its videos (``decode_audio``)
+    audio: bool = False
+    #: the sound's sample rate where ``audio``
+    audio_sample_rate: int | None = None
 
     def __init__(
         self,
@@ -170,6 +177,13 @@ class BaseVideoModel(ABC):
     @abstractmethod
     def encode_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Context ``[b, L, d]`` for the UNet's cross-attention."""
+
+    def context_width(self) -> int:
+        """The width ``d`` of ``encode_text``'s contexts (UMT5: ``d_model``, CLIP:
+        ``hidden_size``)."""
+        config = self.text_encoder.config
+        names = ("d_model", "hidden_size", "width")
+        return int(next(getattr(config, n) for n in names if hasattr(config, n)))
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         ids = self.tokenize(prompts).to(self.device)
@@ -233,7 +247,36 @@ class BaseVideoModel(ABC):
         channels = self.unet.config.in_channels
         return (batch, channels, num_frames, height // factor, width // factor)
 
+    def initial_latents(
+        self,
+        batch: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        fps: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """The sampler's starting noise (on the CPU, float32): by default one draw of
+        ``latent_shape``; a model that denoises more than the video (LTX-2's sound) packs
+        it in here, and its ``predict`` and ``decode_video`` read that state."""
+        return torch.randn(self.latent_shape(batch, num_frames, height, width), generator=generator)
+
+    def decode_audio(self, latents: torch.Tensor) -> torch.Tensor | None:
+        """The sound ``[b, channels, samples]`` of a sampled state (``None``: no sound)."""
+        return None
+
     # --- denoiser ------------------------------------------------------------------------
+    def guide(self, latents, sigma: float, uncond, cond, scale: float, again, settings):
+        """A step's guided output from its branches: ``uncond + scale (cond - uncond)``.
+        ``sigma`` is the step's noise level, ``again(**options)`` runs the prompt's branch
+        once more with options of the model's ``predict``, ``settings`` the
+        ``SampleConfig`` (LTX-2 adds its pipeline's terms from them)."""
+        return uncond + scale * (cond - uncond)
+
+    def guidance_extra(self, settings) -> bool:
+        """Whether ``settings`` ask for a guidance term beyond classifier-free guidance."""
+        return False
+
     @abstractmethod
     def predict(
         self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, fps: int
@@ -241,9 +284,11 @@ class BaseVideoModel(ABC):
         """One UNet call: the raw model output (eps or v, see ``prediction_type``)."""
 
     # --- noise schedule ------------------------------------------------------------------
-    def make_sampler(self):
+    def make_sampler(self, size: tuple[int, int, int] | None = None):
         """A fresh sampler for this model (``models.samplers.Sampler``): by default diffusers'
-        DDIM from the model's scheduler config."""
+        DDIM from the model's scheduler config. ``size``: the ``(frames, height, width)`` it
+        will sample (LTX-2 shifts its noise levels by it; the model's default size if not
+        given)."""
         from .samplers import DDIMSampler
 
         return DDIMSampler(self.scheduler_config)

@@ -11,6 +11,7 @@ from ..errors import UserError
 from .base import BaseVideoModel, LoraNaming
 from .diffusers_t2v import DiffusersT2VModel, build_tiny_t2v
 from .hunyuan15 import HunyuanVideo15Model, build_tiny_hunyuan15, is_hunyuan15_folder
+from .ltx2 import LTX2Model, build_tiny_ltx2, is_ltx2_folder
 from .plugins import named_base, named_bases
 from .videocrafter2 import (
     VideoCrafter2Model,
@@ -26,8 +27,10 @@ _BUILT_IN_HELP = (
     "or 'cerspense/zeroscope_v2_576w' (optionally prefixed 'diffusers:'), "
     "a diffusers Wan folder or hub id such as 'Wan-AI/Wan2.1-T2V-1.3B-Diffusers' "
     "(optionally prefixed 'wan:'; 'tiny-wan' and the two-expert 'tiny-wan-a14b' are random "
-    "test ones), a diffusers HunyuanVideo 1.5 folder or hub id (sampling only; optionally "
-    "prefixed 'hunyuan15:'; 'tiny-hunyuan15' a random test one), "
+    "test ones), a diffusers HunyuanVideo 1.5 folder or hub id (optionally prefixed 'hunyuan15:'; "
+    "'tiny-hunyuan15' a random test one), a diffusers LTX-2 folder or hub id such as "
+    "'Lightricks/LTX-2' (video with sound; optionally prefixed 'ltx2:'; 'tiny-ltx2' a random "
+    "test one), "
     "'videocrafter2:/path/to/model.ckpt' (the original VideoCrafter2 checkpoint), "
     "or a folder written by 'customcrafter convert videocrafter2'"
 )
@@ -65,6 +68,10 @@ def load_base_model(
         model = build_tiny_wan(two_experts=spec == "tiny-wan-a14b")
     elif spec == "tiny-hunyuan15":
         model = build_tiny_hunyuan15()
+    elif spec == "tiny-ltx2":
+        model = build_tiny_ltx2()
+    elif spec.startswith("ltx2:") or _names(spec, is_ltx2_folder):
+        model = LTX2Model.from_pretrained(spec.removeprefix("ltx2:"), torch_dtype=dtype)
     elif spec.startswith("hunyuan15:") or _names(spec, is_hunyuan15_folder):
         model = HunyuanVideo15Model.from_pretrained(
             spec.removeprefix("hunyuan15:"), torch_dtype=dtype
@@ -121,7 +128,7 @@ def convert_checkpoint(
 
 
 #: every backend, for what is asked of a family rather than of a loaded model
-BACKENDS = (VideoCrafter2Model, DiffusersT2VModel, WanModel)
+BACKENDS = (VideoCrafter2Model, DiffusersT2VModel, WanModel, HunyuanVideo15Model, LTX2Model)
 
 
 def lora_namings() -> list[LoraNaming]:
@@ -130,7 +137,7 @@ def lora_namings() -> list[LoraNaming]:
 
 
 #: the test models built in code
-TINY = ("tiny", "tiny-wan", "tiny-wan-a14b", "tiny-hunyuan15")
+TINY = ("tiny", "tiny-wan", "tiny-wan-a14b", "tiny-hunyuan15", "tiny-ltx2")
 
 
 def check_base_model(spec: str) -> None:
@@ -141,7 +148,7 @@ def check_base_model(spec: str) -> None:
     if spec in TINY or named_base(spec) is not None:
         return
     kind, sep, rest = spec.partition(":")
-    if sep and kind in ("videocrafter2", "wan", "hunyuan15", "diffusers"):
+    if sep and kind in ("videocrafter2", "wan", "hunyuan15", "ltx2", "diffusers"):
         spec = rest
     elif sep and not Path(spec).exists():
         raise UserError(f"unknown base model kind {kind!r}; use one of: {base_model_help()}")

@@ -66,11 +66,13 @@ class FlowMatchingSampler:
 
     init_noise_sigma = 1.0
 
-    def __init__(self, scheduler, sigmas=None):
+    def __init__(self, scheduler, sigmas=None, mu: float | None = None):
         """``sigmas(n)``: the noise levels of ``n`` steps where the model's pipeline gives
-        the scheduler its own (HunyuanVideo 1.5: ``linspace(1, 0, n + 1)[:-1]``)."""
+        the scheduler its own (HunyuanVideo 1.5: ``linspace(1, 0, n + 1)[:-1]``); ``mu``: the
+        shift of a scheduler that shifts by the video's size (LTX-2's)."""
         self.scheduler = scheduler
         self.sigmas = sigmas
+        self.mu = mu
 
     @property
     def order(self) -> int:
@@ -79,7 +81,8 @@ class FlowMatchingSampler:
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None):
         if self.sigmas is not None:
             sigmas = list(self.sigmas(num_inference_steps))
-            self.scheduler.set_timesteps(sigmas=sigmas, device=device)
+            shift = {} if self.mu is None else {"mu": self.mu}
+            self.scheduler.set_timesteps(sigmas=sigmas, device=device, **shift)
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=device)
         if hasattr(self.scheduler, "set_begin_index"):

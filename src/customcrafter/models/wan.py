@@ -183,7 +183,7 @@ class WanModel(FlowMatchingTraining, BaseVideoModel):
             expand_timesteps=self.expand_timesteps,
         )
 
-    def make_sampler(self) -> FlowMatchingSampler:
+    def make_sampler(self, size: tuple[int, int, int] | None = None) -> FlowMatchingSampler:
         """The model's own flow-matching scheduler (deterministic: ``eta`` 0)."""
         return FlowMatchingSampler(self.make_scheduler())
 

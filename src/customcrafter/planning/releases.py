@@ -22,6 +22,7 @@ WAN22_5B = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 WAN22_A14B = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
 VIDEOCRAFTER2 = "VideoCrafter/VideoCrafter2"
 MODELSCOPE = "ali-vilab/text-to-video-ms-1.7b"
+LTX2 = "Lightricks/LTX-2"
 
 _WAN_TRANSFORMER = dict(
     patch_size=(1, 2, 2),
@@ -165,6 +166,51 @@ def _modelscope():
     )
 
 
+#: Gemma 3 12B (LTX-2's text encoder): its language model and SigLIP vision tower
+_GEMMA3_12B = dict(
+    text_config=dict(vocab_size=262208, hidden_size=3840, intermediate_size=15360,
+                     num_hidden_layers=48, num_attention_heads=16, num_key_value_heads=8,
+                     head_dim=256),
+    vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+                       num_attention_heads=16, image_size=896, patch_size=14),
+)  # fmt: skip
+
+
+def _ltx2():
+    """LTX-2 (19 B): diffusers' classes' defaults are its configs (18.88 B transformer
+    parameters), with the VAE's compression stated (32x, 8x), Gemma 3 12B as its text
+    encoder."""
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    from ..models.flow import scheduler_config
+    from ..models.ltx2 import LTX2Model, build_tiny_gemma_tokenizer
+
+    with torch.device("meta"):
+        transformer = LTX2VideoTransformer3DModel()
+        # 32x smaller, 8n+1 frames -> n+1 (the class's defaults would say 64x and 16x)
+        vae = AutoencoderKLLTX2Video(spatial_compression_ratio=32, temporal_compression_ratio=8)
+        audio_vae, vocoder, connectors = (
+            AutoencoderKLLTX2Audio(),
+            LTX2Vocoder(),
+            LTX2TextConnectors(),
+        )
+        encoder = Gemma3ForConditionalGeneration(Gemma3Config(**_GEMMA3_12B))
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
+        max_image_seq_len=4096, shift_terminal=0.1,
+    )  # fmt: skip
+    return LTX2Model(LTX2, transformer, vae, audio_vae, vocoder, encoder,
+                     build_tiny_gemma_tokenizer(), connectors, scheduler_config(scheduler))  # fmt: skip
+
+
 def _clip_tokenizer():
     """A CLIP tokenizer of CLIP's context length (77) made in code: the plan needs only the
     length (the real vocabulary is not on this machine)."""
@@ -185,6 +231,7 @@ RELEASES: dict[str, Callable] = {
     WAN22_A14B: functools.partial(build_wan, WAN22_A14B, "14B", two_experts=True),
     VIDEOCRAFTER2: _videocrafter2,
     MODELSCOPE: _modelscope,
+    LTX2: _ltx2,
 }
 
 

@@ -85,11 +85,12 @@ def _vae_dtype(model) -> torch.dtype:
 def denoising_step(model, frames: int, height: int, width: int, device: str) -> Traced:
     """One guided denoising step: the negative and the prompt in one batched call, or in two
     (``batch_guidance``), and the sampler's update."""
-    shape = model.latent_shape(1, frames, height, width)
     fps = model.defaults.fps
 
     def run():
-        latents = torch.zeros(shape, device=device, dtype=model.dtype)
+        # the sampler's state (LTX-2's holds the sound's latents as well)
+        latents = model.initial_latents(1, frames, height, width, fps, None)
+        latents = torch.zeros(latents.shape, device=device, dtype=model.dtype)
         context = torch.zeros(2, model.max_text_length, _text_width(model), device=device)
         context = context.to(model.dtype)
         t = torch.full((1,), 500, device=device, dtype=torch.float32)
@@ -107,11 +108,7 @@ def denoising_step(model, frames: int, height: int, width: int, device: str) -> 
 
 
 def _text_width(model) -> int:
-    """The width of the text encoder's output (UMT5: ``d_model``, CLIP: ``hidden_size``)."""
-    config = model.text_encoder.config
-    return int(
-        next(getattr(config, n) for n in ("d_model", "hidden_size", "width") if hasattr(config, n))
-    )
+    return model.context_width()
 
 
 def training_step(

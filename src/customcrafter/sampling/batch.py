@@ -70,7 +70,7 @@ def generate_many(pipe, jobs: list[dict], out: Path, schedule, sample, settings:
             config = dataclasses.replace(sample, seed=job["seed"])
             result = pipe(job["prompt"], schedule=schedule, config=config,
                           fold_lora=fold_lora, progress=progress)  # fmt: skip
-            write_video(out / job["file"], result.videos[0], result.fps)
+            write_video(out / job["file"], result.videos[0], result.fps, **result.sound(0))
             written.append({**job, "settings": settings})
     part = out / f".manifest-{state.process_index}.json"
     write_json(part, written)

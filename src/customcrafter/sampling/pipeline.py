@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ..config import SampleConfig
 from ..errors import UserError
 from ..models import BaseVideoModel, load_base_model
+from ..models.ltx2 import GUIDANCE_OPTIONS
 from ..prompts import find_tokens, has_word, strip_tokens
 from ..subject import SpatialSubjectModule, read_metadata
 from .dwvs import DynamicWeightSchedule, WeightSchedule
@@ -26,12 +27,21 @@ logger = logging.getLogger(__name__)
 class VideoOutput:
     """``videos`` ``[b, 3, f, h, w]`` in ``[0, 1]`` (float32, CPU); ``weights`` the subject
     module's weight at each step; ``prompts`` the prompts as the model saw them; ``fps`` the
-    frame rate they were made at."""
+    frame rate they were made at; ``audio`` ``[b, channels, samples]`` (float32, CPU) at
+    ``sample_rate`` for a model that makes sound (LTX-2), else ``None``."""
 
     videos: torch.Tensor
     weights: list[float]
     prompts: list[str]
     fps: int
+    audio: torch.Tensor | None = None
+    sample_rate: int | None = None
+
+    def sound(self, index: int) -> dict:
+        """``write_video``'s sound arguments for video ``index`` (none without sound)."""
+        if self.audio is None:
+            return {}
+        return {"audio": self.audio[index], "sample_rate": self.sample_rate}
 
 
 class CustomCrafterPipeline:
@@ -196,18 +206,19 @@ class CustomCrafterPipeline:
         s = self._settings(config, settings)
         prompts = self._prepare_prompts(_as_list(prompt), warn=not schedule.is_off)
         firsts = self._first_prompts(first_prompt, len(prompts))
-        shape = model.latent_shape(len(prompts), s.num_frames, s.height, s.width)
         if generator is None:
             generator = torch.Generator().manual_seed(s.seed)
+        latents = model.initial_latents(
+            len(prompts), s.num_frames, s.height, s.width, s.fps, generator
+        )
 
         # plan the steps: the module's weight and the prompts of each
-        sampler = model.make_sampler()
+        sampler = model.make_sampler((s.num_frames, s.height, s.width))
         sampler.set_timesteps(s.num_inference_steps)
         plan = self._plan(schedule, sampler, prompts, firsts, first_steps)
-        guidance = _Guidance(model, sampler.timesteps, s, len(prompts), self._cond_only(schedule))
+        guidance = _Guidance(model, sampler, s, len(prompts), self._cond_only(schedule))
 
-        latents = torch.randn(shape, generator=generator).to(model.device, model.dtype)
-        latents = latents * sampler.init_noise_sigma
+        latents = latents.to(model.device, model.dtype) * sampler.init_noise_sigma
         # folding into float8 weights would lose the LoRA: it runs unfolded there
         fold = fold_lora and not (
             model.offload or model.block_offload or guidance.cond_only or model.storage_dtype
@@ -224,9 +235,17 @@ class CustomCrafterPipeline:
         if model.block_offload is not None:  # the VAE gets their room
             model.block_offload.release()
         videos = model.decode_video(latents).float().cpu()
+        audio = model.decode_audio(latents) if model.audio else None
         model.release_offloaded()
         videos = ((videos + 1) / 2).clamp(0, 1)
-        return VideoOutput(videos=videos, weights=plan.weights, prompts=prompts, fps=s.fps)
+        return VideoOutput(
+            videos=videos,
+            weights=plan.weights,
+            prompts=prompts,
+            fps=s.fps,
+            audio=None if audio is None else audio.float().cpu(),
+            sample_rate=model.audio_sample_rate if audio is not None else None,
+        )
 
     def _schedule(self, schedule: WeightSchedule | None, settings: dict) -> WeightSchedule:
         """``schedule``, or DWVS with the weight settings among ``settings`` (taken out of
@@ -249,6 +268,15 @@ class CustomCrafterPipeline:
                 "--guidance-scale-2 is the low-noise expert's guidance of a two-expert model "
                 f"(Wan 2.2 A14B); {self.model.name!r} has one denoiser: use --guidance-scale"
             )
+        given = [
+            f.name
+            for f in dataclasses.fields(config)
+            if f.name in GUIDANCE_OPTIONS and getattr(config, f.name) is not None
+        ]
+        refused = [name for name in given if name not in self.model.guidance_options]
+        if refused:
+            flags = ", ".join("--" + name.replace("_", "-") for name in refused)
+            raise UserError(f"{flags}: guidance of LTX-2's pipeline; {self.model.name!r} has none")
         return config.with_defaults(self.model.defaults)
 
     def _first_prompts(self, first_prompt, count: int) -> list[str] | None:
@@ -298,14 +326,18 @@ class _StepPlan:
 class _Guidance:
     """Classifier-free guidance: the scale of each step (two-expert models have one per
     expert), and the UNet calls of one step, batched or as two calls (the model's choice;
-    two whenever the module runs in the prompt's branch only)."""
+    two whenever the module runs in the prompt's branch only); the model combines the
+    branches (``BaseVideoModel.guide``: LTX-2 adds its pipeline's terms)."""
 
-    def __init__(self, model, timesteps, s: SampleConfig, batch: int, cond_only: bool):
+    def __init__(self, model, sampler, s: SampleConfig, batch: int, cond_only: bool):
         self.model = model
+        self.settings = s
+        self.sigmas = sampler.noise_levels()
         self.scales = [
-            model.guidance_at(float(t), s.guidance_scale, s.guidance_scale_2) for t in timesteps
+            model.guidance_at(float(t), s.guidance_scale, s.guidance_scale_2)
+            for t in sampler.timesteps
         ]
-        self.enabled = any(scale != 1.0 for scale in self.scales)
+        self.enabled = any(scale != 1.0 for scale in self.scales) or model.guidance_extra(s)
         self.cond_only = self.enabled and cond_only
         self.split = self.enabled and (cond_only or not model.batch_guidance)
         self.fps = s.fps
@@ -315,23 +347,30 @@ class _Guidance:
         """The guided model output of step ``i`` at timestep ``t``, the module at
         ``weight`` (in the prompt's branch only with ``cond_only``)."""
         model, context = self.model, self.contexts(texts)
+        t_batch = _timesteps(t, latents.shape[0], latents.device)
         if self.split:
-            t_batch = _timesteps(t, latents.shape[0], latents.device)
             negative, positive = context.chunk(2)
             set_weight(0.0 if self.cond_only else weight)
             uncond = model.predict(latents, t_batch, negative, self.fps)
             set_weight(weight)
             cond = model.predict(latents, t_batch, positive, self.fps)
-            return uncond + self.scales[i] * (cond - uncond)
-        set_weight(weight)
-        model_in = torch.cat([latents, latents]) if self.enabled else latents
-        out = model.predict(
-            model_in, _timesteps(t, model_in.shape[0], latents.device), context, self.fps
+        else:
+            set_weight(weight)
+            model_in = torch.cat([latents, latents]) if self.enabled else latents
+            out = model.predict(
+                model_in, _timesteps(t, model_in.shape[0], latents.device), context, self.fps
+            )
+            if not self.enabled:
+                return out
+            uncond, cond = out.chunk(2)
+            positive = context.chunk(2)[1]
+
+        def again(**options):  # the prompt's branch once more, the module at its weight
+            return model.predict(latents, t_batch, positive, self.fps, **options)
+
+        return model.guide(
+            latents, self.sigmas[i], uncond, cond, self.scales[i], again, self.settings
         )
-        if not self.enabled:
-            return out
-        uncond, cond = out.chunk(2)
-        return uncond + self.scales[i] * (cond - uncond)
 
 
 def _timesteps(t: torch.Tensor, count: int, device) -> torch.Tensor:

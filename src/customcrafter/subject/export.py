@@ -48,12 +48,17 @@ def export_subject(
     targets, prefix = _expert_targets(path, metadata.targets, expert, prefixes)
     naming = next((n for n in namings if all(n.owns(t) for t in targets)), None)
     if naming is None:
-        families = " or ".join(n.family for n in namings)
-        foreign = next(t for t in targets if not namings[0].owns(t))
+        names = [n.family for n in namings]
+        families = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+        foreign = next((t for t in targets if not any(n.owns(t) for n in namings)), targets[0])
         raise UserError(
             f"{path} was trained on {metadata.base_model!r}, not a {families} model (its layer "
-            f"{foreign} has no {namings[0].family} name): only {families} subject modules "
-            f"export to {format}"
+            f"{foreign} has a name in none of them): only their subject modules export"
+        )
+    if format not in naming.formats:
+        raise UserError(
+            f"{path} is a {naming.family} subject module, which exports as "
+            f"{' or '.join(naming.formats)} only, not {format}"
         )
     if metadata.tokens and not drop_token:
         raise UserError(

@@ -65,4 +65,6 @@ def word_embedding(tokenizer, table: nn.Embedding, word: str) -> torch.Tensor:
         raise UserError(f"initializer word {word!r} has no tokens")
     if max(ids) >= table.num_embeddings:
         raise UserError(f"initializer word {word!r} is itself a new token; use a real word")
-    return table.weight[torch.tensor(ids, device=table.weight.device)].mean(0)
+    vector = table.weight[torch.tensor(ids, device=table.weight.device)].mean(0)
+    scale = getattr(table, "embed_scale", None)  # Gemma's table scales what it looks up
+    return vector if scale is None else vector * torch.as_tensor(scale).to(vector)

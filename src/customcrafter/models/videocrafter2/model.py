@@ -127,7 +127,7 @@ class VideoCrafter2Model(BaseVideoModel):
         return [[*unet.input_blocks, unet.middle_block, *unet.output_blocks]]
 
     # --- noise schedule ------------------------------------------------------------------
-    def make_sampler(self) -> VC2DDIMSampler:
+    def make_sampler(self, size: tuple[int, int, int] | None = None) -> VC2DDIMSampler:
         """VideoCrafter2's own DDIM, which undoes its signal scaling."""
         return VC2DDIMSampler(self.noise_schedule)
 
