@@ -257,3 +257,5 @@ def test_training_gives_the_sound_stream_fresh_noise_each_step():
     (a1, t1), (a2, _), (a3, _) = [(seen[i], seen[i + 1]) for i in (0, 2, 4)]
     assert torch.equal(a1, a2) and not torch.equal(a1, a3)
     assert t1.tolist() == [1000.0]
+    # an LTX-2.0 transformer (no prompt modulation): the legacy cross-modal timesteps
+    assert model.use_cross_timestep is False

@@ -119,6 +119,12 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
                 f"{config.audio_in_channels} audio channels; customcrafter samples both as one "
                 "sequence and needs them equal (both releases have 128)"
             )
+        #: whether each stream's cross-modal modulation reads the other stream's noise level:
+        #: diffusers documents it as the LTX-2.3 behaviour and its absence as LTX-2.0's, so
+        #: it follows the transformer's 2.3 features (the prompt modulation). Sampling gives
+        #: both streams the same level, where it changes nothing; training gives the sound
+        #: the highest level, where it does
+        self.use_cross_timestep = bool(config.cross_attn_mod or config.audio_cross_attn_mod)
         #: the sizes of the video being sampled: (latent frames, height, width, audio frames)
         self._geometry: tuple[int, int, int, int] | None = None
         #: the video tokens of the clips last encoded (the training shift's sequence length)
@@ -405,7 +411,7 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
             audio_num_frames=audio_frames,
             isolate_modalities=isolate,
             spatio_temporal_guidance_blocks=stg_blocks,
-            use_cross_timestep=True,
+            use_cross_timestep=self.use_cross_timestep,
             return_dict=False,
         )
         if training:
