@@ -10,10 +10,12 @@ an ``--identifier`` step takes caption embeddings), a subject module injected wi
 - one guided denoising step,
 - the subject saved and exported to both LoRA formats.
 
-The 14B releases (Wan 2.1 T2V 14B, Wan 2.2 T2V A14B) and LTX-2 (19 B) are built on the meta
-device only: their LoRA layers are counted and their memory planned. Asserted: the LoRA
-layer counts (30 blocks x 6 = 180 for 1.3B and 5B, 40 x 6 = 240 for each 14B expert, 48 x 6
-= 288 for LTX-2's video stream) and the key counts
+The 14B releases (Wan 2.1 T2V 14B, Wan 2.2 T2V A14B), LTX-2 (19 B) and HunyuanVideo 1.5
+(8.3 B, whose 1985 text and image tokens make even the smallest step far too slow for two
+CPU cores) are built on the meta device only: their LoRA layers are counted and their
+memory planned. Asserted: the LoRA layer counts (30 blocks x 6 = 180 for 1.3B and 5B, 40 x 6
+= 240 for each 14B expert, 48 x 6 = 288 for LTX-2's video stream, 54 x 5 = 270 for
+HunyuanVideo 1.5's double-stream blocks) and the key counts
 of the exports (ComfyUI: A, B and alpha per layer; diffusers: A and B). Printed: seconds of
 each part and the peak memory of the process (``ru_maxrss``) and of the step (the byte
 counter of ``customcrafter plan``, run on the real tensors).
@@ -39,6 +41,7 @@ from customcrafter.planning import trace
 from customcrafter.planning.plan import Job, estimate
 from customcrafter.planning.releases import (
     _WAN22_VAE,
+    HUNYUAN15_480P,
     LTX2,
     WAN21_1_3B,
     WAN21_14B,
@@ -53,7 +56,12 @@ from customcrafter.training.loop import SubjectDenoiser
 
 #: release -> (transformer size, its VAE, expected LoRA layers per expert)
 ON_CPU = {"1.3B": (WAN21_1_3B, None, 180), "5B": (WAN22_5B, _WAN22_VAE, 180)}
-PLANNED = {"14B": (WAN21_14B, 240), "A14B": (WAN22_A14B, 240), "LTX-2": (LTX2, 48 * 6)}
+PLANNED = {
+    "14B": (WAN21_14B, 240),
+    "A14B": (WAN22_A14B, 240),
+    "LTX-2": (LTX2, 48 * 6),
+    "HunyuanVideo-1.5": (HUNYUAN15_480P, 54 * 5),
+}
 KEYS_PER_LAYER = {"comfyui": 3, "diffusers": 2}
 
 

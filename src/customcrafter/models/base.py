@@ -109,6 +109,8 @@ class BaseVideoModel(ABC):
     #: how the subject module's layers are named in other tools' LoRA files (``LoraNaming``);
     #: ``None``: this family does not export
     lora_naming: LoraNaming | None = None
+    #: what the family calls its denoiser (``unet`` or ``transformer``: the plan's names)
+    denoiser_name: str = "unet"
     #: the ``SampleConfig`` settings of guidance terms beyond classifier-free guidance that
     #: this family's pipeline has (LTX-2's: ``guide``); the others refuse them
     guidance_options: tuple[str, ...] = ()

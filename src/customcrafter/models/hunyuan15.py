@@ -63,12 +63,11 @@ class HunyuanVideo15LoraNaming:
 class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
     """A HunyuanVideo 1.5 text-to-video model behind the base-model interface."""
 
+    denoiser_name = "transformer"
     batch_guidance = False  # as the pipeline's guider: the two branches as two calls
     has_start_token = False  # (the template's tokens are cropped)
     spatial_block_pattern = r"transformer_blocks\.\d+"
     cache_training_inputs = True  # the Qwen2.5-VL language model alone is 7 B parameters
-    # the transformer picks the text tokens by their mask (torch.nonzero): no meta trace
-    meta_traceable = False
     train_frames = 1  # a photo as one latent frame, as the model saw images
     lora_naming = HunyuanVideo15LoraNaming()
     #: the presets' self- (attn1) and cross-attention (attn2) projections in a double-stream
@@ -203,6 +202,9 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
         packed[:, : hidden.shape[1], -1] = mask.to(packed.dtype)
         packed[:, hidden.shape[1] :, -1] = glyph_mask.to(packed.dtype)
         return packed
+
+    def context_width(self) -> int:
+        return max(self.text_encoder.config.hidden_size, self.text_encoder_2.config.d_model) + 1
 
     def _unpack(self, context: torch.Tensor):
         length = context.shape[1] - GLYPH_LENGTH

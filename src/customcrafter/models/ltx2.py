@@ -96,6 +96,7 @@ class LTX2LoraNaming:
 class LTX2Model(FlowMatchingTraining, BaseVideoModel):
     """An LTX-2 text-to-video-and-audio model behind the base-model interface."""
 
+    denoiser_name = "transformer"
     has_start_token = False  # Gemma's prompts are padded on the left
     spatial_block_pattern = r"transformer_blocks\.\d+"
     cache_training_inputs = True  # Gemma 3 12B

@@ -88,6 +88,7 @@ def check_num_frames(num_frames: int) -> None:
 class WanModel(FlowMatchingTraining, BaseVideoModel):
     """A Wan text-to-video model behind the base-model interface."""
 
+    denoiser_name = "transformer"
     spatial_block_pattern = WAN_BLOCK_PATTERN
     batch_guidance = False  # as WanPipeline: two calls, half the activations
     cache_training_inputs = True  # UMT5-XXL alone is 11 GB in bf16

@@ -39,6 +39,8 @@ class ByteCounter(TorchDispatchMode):
         self.flops = 0
         self._sizes: dict[int, int] = {}
         self._refs: dict[int, weakref.ref] = {}
+        #: meta masks made by negating another (``~mask``): the complement of an assumed one
+        self._negated: dict[int, weakref.ref] = {}
 
     # --- counting --------------------------------------------------------------------------
     def hold(self, *tensors) -> None:
@@ -72,12 +74,32 @@ class ByteCounter(TorchDispatchMode):
             # a value read on the meta device (a mask's ``.all()``, a timestep picking an
             # expert): the common case, no padding, one in range
             return True if args[0].dtype == torch.bool else 1
+        if func is _aten.index.Tensor and args[0].device.type == "meta":
+            args = (args[0], [self._assumed_rows(i) for i in args[1]], *args[2:])
         out = func(*args, **(kwargs or {}))
+        if func in _NEGATIONS and out.device.type == "meta" and out.dtype == torch.bool:
+            key = id(out)
+            self._negated[key] = weakref.ref(out, lambda _, k=key: self._negated.pop(k, None))
         self.flops += _flops(func, args, out)
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 self._count(t)
         return out
+
+    def _assumed_rows(self, index):
+        """A 1-D boolean mask on the meta device (no values to select by) as the rows the
+        common case selects: every one (no padding), none for a negated mask (``x[~mask]``:
+        the rest). A mask's two halves together are all the rows either way."""
+        if not (isinstance(index, torch.Tensor) and index.device.type == "meta"):
+            return index
+        if index.dtype != torch.bool or index.ndim != 1:
+            return index
+        ref = self._negated.get(id(index))
+        rows = 0 if ref is not None and ref() is index else index.shape[0]
+        return torch.empty(rows, dtype=torch.long, device="meta")
+
+
+_NEGATIONS = (_aten.bitwise_not.default, _aten.logical_not.default)
 
 
 def _flops(func, args, out) -> int:
@@ -126,6 +148,8 @@ def _fused(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sc
     mask_trains = attn_mask is not None and attn_mask.requires_grad
     if dropout_p or enable_gqa or mask_trains or query.shape[-3] != key.shape[-3]:
         return None
+    if attn_mask is not None and attn_mask.ndim not in (2, 4):  # broadcast as SDPA does
+        attn_mask = attn_mask.expand(*query.shape[:-1], key.shape[-2])
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         attn_mask = torch.zeros_like(attn_mask, dtype=query.dtype).masked_fill(
             attn_mask.logical_not(), float("-inf")

@@ -23,6 +23,7 @@ WAN22_A14B = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
 VIDEOCRAFTER2 = "VideoCrafter/VideoCrafter2"
 MODELSCOPE = "ali-vilab/text-to-video-ms-1.7b"
 LTX2 = "Lightricks/LTX-2"
+HUNYUAN15_480P = "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v"
 
 _WAN_TRANSFORMER = dict(
     patch_size=(1, 2, 2),
@@ -211,6 +212,46 @@ def _ltx2():
                      build_tiny_gemma_tokenizer(), connectors, scheduler_config(scheduler))  # fmt: skip
 
 
+#: Qwen2.5-VL 7B's language model (HunyuanVideo 1.5's prompt encoder)
+_QWEN25_VL_7B = dict(
+    vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+    num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
+    rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]},
+)  # fmt: skip
+#: ByT5-small (its glyph encoder)
+_BYT5_SMALL = dict(vocab_size=384, d_model=1472, d_kv=64, d_ff=3584, num_layers=12, num_heads=6)
+
+
+def _hunyuan15_480p():
+    """HunyuanVideo 1.5's 480p text-to-video release (8.33 B transformer parameters:
+    X
+        and ByT5-small as its text encoders."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import (
+        ByT5Tokenizer,
+        Qwen2_5_VLTextConfig,
+        Qwen2_5_VLTextModel,
+        T5Config,
+        T5EncoderModel,
+    )
+
+    from ..models.flow import scheduler_config
+    from ..models.hunyuan15 import HunyuanVideo15Model, build_tiny_qwen_tokenizer
+
+    with torch.device("meta"):
+        transformer = HunyuanVideo15Transformer3DModel(task_type="t2v")
+        vae = AutoencoderKLHunyuanVideo15()
+        text = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(**_QWEN25_VL_7B))
+        glyph = T5EncoderModel(T5Config(**_BYT5_SMALL))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=5.0)
+    return HunyuanVideo15Model(HUNYUAN15_480P, transformer, vae, text, build_tiny_qwen_tokenizer(),
+                               glyph, ByT5Tokenizer(), scheduler_config(scheduler), 6.0, "")  # fmt: skip
+
+
 def _clip_tokenizer():
     """A CLIP tokenizer of CLIP's context length (77) made in code: the plan needs only the
     length (the real vocabulary is not on this machine)."""
@@ -232,6 +273,7 @@ RELEASES: dict[str, Callable] = {
     VIDEOCRAFTER2: _videocrafter2,
     MODELSCOPE: _modelscope,
     LTX2: _ltx2,
+    HUNYUAN15_480P: _hunyuan15_480p,
 }
 
 
@@ -304,7 +346,7 @@ def _wan_from_configs(path: str):
 
 def parameter_counts(model) -> dict[str, int]:
     """Component name -> parameter count (the LoRA of a subject module left out)."""
-    parts = {"transformer" if len(model.experts()) > 1 or _is_wan(model) else "unet": model.unet}
+    parts = {model.denoiser_name: model.unet}
     experts = list(model.experts().values())
     if len(experts) > 1:
         parts["transformer_2"] = experts[1]
@@ -313,7 +355,3 @@ def parameter_counts(model) -> dict[str, int]:
         name: sum(p.numel() for n, p in module.named_parameters() if "lora_" not in n)
         for name, module in parts.items()
     }
-
-
-def _is_wan(model) -> bool:
-    return type(model).__name__ == "WanModel"

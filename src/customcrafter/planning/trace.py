@@ -41,7 +41,9 @@ def run_counted(device: str, model, fn) -> Traced:
 def _ids(model, batch: int, device) -> torch.Tensor:
     """Token ids of captions as long as the encoder's context, none of them padding (the
     count that holds for any caption: a masked attention keeps no more)."""
-    word = 1 if getattr(model.tokenizer, "pad_token_id", None) == 0 else 0
+    tokenizers = (model.tokenizer, getattr(model, "tokenizer_2", None))  # HunyuanVideo 1.5's ByT5
+    pads = {getattr(t, "pad_token_id", None) for t in tokenizers}
+    word = next(i for i in range(4) if i not in pads)
     return torch.full((batch, model.max_text_length), word, dtype=torch.long, device=device)
 
 
