@@ -2,6 +2,8 @@
 code: sampling equal to diffusers' pipeline, the presets on its double-stream blocks,
 training (a learnt token, an identifier, prior preservation, resume), DWVS, the probe."""
 
+import json
+
 import pytest
 import torch
 from conftest import write_images
@@ -118,7 +120,7 @@ def test_the_commitment_probe_runs(tmp_path):
     assert (tmp_path / "probe" / "commitment.json").is_file()
 
 
-def test_comfyui_export_and_the_memory_plan_say_they_do_not_take_it_yet(tmp_path, capsys):
+def test_comfyui_export_says_it_does_not_take_it_yet(tmp_path, capsys):
     _train(tmp_path, "s", "--instance-prompt", "video of a sks dog", "--identifier", "sks",
            "--prior-loss-weight", "0", "--max-train-steps", "1")  # fmt: skip
     argv = ["-q", "export", str(tmp_path / "s"), "--format", "comfyui", "--out",
@@ -126,8 +128,18 @@ def test_comfyui_export_and_the_memory_plan_say_they_do_not_take_it_yet(tmp_path
     assert main(argv) == 2
     assert "exports as diffusers only, not comfyui" in capsys.readouterr().err
     assert not (tmp_path / "lora.safetensors").exists()
-    assert main(["-q", "plan", "--base", "tiny-hunyuan15", "--task", "train", "--vram", "1"]) == 2
-    assert "cannot trace 'tiny-hunyuan15'" in capsys.readouterr().err
+
+
+def test_the_release_is_planned(capsys):
+    """The 480p release without its files: 8.33 B transformer parameters; its VAE decodes in
+    tiles (whole, the decode would set the peak)."""
+    argv = ["plan", "--base", "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v",
+            "--task", "generate", "--vram", "80", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["fits"] and round(plan["parameters"]["transformer"] / 1e9, 2) == 8.33
+    assert plan["size"] == {"height": 480, "width": 848, "num_frames": 121}
+    assert plan["phases_gb"]["decode"] < plan["phases_gb"]["denoise"]
 
 
 def test_a_diffusers_export_in_the_pipelines_transformer_gives_our_video_at_weight_1(tmp_path):

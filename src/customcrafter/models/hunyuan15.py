@@ -96,6 +96,9 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
         if defaults is None:
             defaults = _defaults(transformer, guidance_scale)
         super().__init__(name, transformer, vae, text_encoder, tokenizer, defaults)
+        # decoded in 256-pixel tiles, as diffusers' example does: whole, 121 frames at 848x480
+        # would take ~88 GB (the plan's estimate); a video smaller than a tile is not tiled
+        vae.enable_tiling()
         self.vae_scale_factor = int(vae.spatial_compression_ratio)
         self.vae_scale_factor_temporal = int(vae.temporal_compression_ratio)
 
