@@ -120,14 +120,42 @@ def test_the_commitment_probe_runs(tmp_path):
     assert (tmp_path / "probe" / "commitment.json").is_file()
 
 
-def test_comfyui_export_says_it_does_not_take_it_yet(tmp_path, capsys):
-    _train(tmp_path, "s", "--instance-prompt", "video of a sks dog", "--identifier", "sks",
-           "--prior-loss-weight", "0", "--max-train-steps", "1")  # fmt: skip
-    argv = ["-q", "export", str(tmp_path / "s"), "--format", "comfyui", "--out",
-            str(tmp_path / "lora.safetensors")]  # fmt: skip
-    assert main(argv) == 2
-    assert "exports as diffusers only, not comfyui" in capsys.readouterr().err
-    assert not (tmp_path / "lora.safetensors").exists()
+def test_a_comfyui_export_fuses_each_streams_q_k_v_as_comfyui_holds_them(tmp_path):
+    """ComfyUI's HunyuanVideo blocks have one ``qkv`` layer per stream: the file's LoRA of
+    ``img_attn.qkv`` is the video tokens' q, k, v LoRAs in its thirds of the rows, that of
+    ``txt_attn.qkv`` the text tokens' k and v (its q third zero), exactly."""
+    path = _subject_with_random_lora(tmp_path)
+    comfy = load_file(str(export_subject(path, tmp_path / "c.safetensors", "comfyui")))
+    plain = load_file(str(export_subject(path, tmp_path / "d.safetensors", "diffusers")))
+    assert not any(k.endswith(".alpha") for k in comfy)
+    for block in (0,):
+        for stream, parts in (("img", ("to_q", "to_k", "to_v")),
+                              ("txt", (None, "add_k_proj", "add_v_proj"))):  # fmt: skip
+            name = f"diffusion_model.double_blocks.{block}.{stream}_attn.qkv"
+            fused = comfy[f"{name}.lora_B.weight"] @ comfy[f"{name}.lora_A.weight"]
+            rows = fused.shape[0] // 3
+            for third, part in enumerate(parts):
+                got = fused[third * rows : (third + 1) * rows]
+                if part is None:
+                    assert not got.any()
+                    continue
+                key = f"transformer.transformer_blocks.{block}.attn.{part}"
+                want = plain[f"{key}.lora_B.weight"] @ plain[f"{key}.lora_A.weight"]
+                torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert {k.rsplit(".", 2)[0] for k in comfy} == {
+        "diffusion_model.double_blocks.0.img_attn.qkv",
+        "diffusion_model.double_blocks.0.txt_attn.qkv",
+    }
+
+
+def _subject_with_random_lora(tmp_path):
+    module = SpatialSubjectModule.create(load_base_model("tiny-hunyuan15"), {}, identifier="sks")
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for layer in module.layers.values():
+            b = layer.lora_B["subject"].weight
+            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
+    return module.save(tmp_path / "subject.safetensors")
 
 
 def test_the_release_is_planned(capsys):
@@ -145,13 +173,7 @@ def test_the_release_is_planned(capsys):
 def test_a_diffusers_export_in_the_pipelines_transformer_gives_our_video_at_weight_1(tmp_path):
     """``HunyuanVideo15Pipeline`` has no ``load_lora_weights``; its transformer's
     ``load_lora_adapter`` reads the file."""
-    module = SpatialSubjectModule.create(load_base_model("tiny-hunyuan15"), {}, identifier="sks")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for layer in module.layers.values():
-            b = layer.lora_B["subject"].weight
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
-    path = module.save(tmp_path / "subject.safetensors")
+    path = _subject_with_random_lora(tmp_path)
     out = export_subject(path, tmp_path / "lora.safetensors", "diffusers")
     assert "transformer.transformer_blocks.0.attn.add_k_proj.lora_A.weight" in load_file(str(out))
     prompt = "a sks dog running"

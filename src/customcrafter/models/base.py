@@ -39,7 +39,9 @@ class LoraNaming(Protocol):
         """Whether the layer ``target`` (named within its expert) has a name here."""
 
     def tensors(self, target: str, a, b, rank: int, format: str) -> dict[str, torch.Tensor]:
-        """The file entries of one layer's LoRA (its scale folded into ``b``)."""
+        """The file entries of one layer's LoRA (its scale folded into ``b``). A family
+        whose tool fuses several layers into one may give ``convert(lora, rank, format)``
+        instead, over every layer at once (``models/hunyuan15_lora.py``)."""
 
 
 #: the dtypes frozen weights may be stored in (``--weights-dtype``), computed in another

@@ -20,8 +20,6 @@ lives in Qwen's vocabulary (ByT5 reads only quoted text).
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import torch
 from torch import nn
@@ -29,6 +27,7 @@ from torch import nn
 from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder
 from .flow import FlowMatchingTraining, scheduler_config
+from .hunyuan15_lora import HunyuanVideo15LoraNaming
 from .samplers import FlowMatchingSampler
 
 #: the pipeline's prompt template: its system message, cropped after encoding
@@ -36,28 +35,6 @@ CROP_START = 108
 TEXT_LENGTH = 1000
 GLYPH_LENGTH = 256
 VISION_TOKENS = 729
-
-
-class HunyuanVideo15LoraNaming:
-    """The ``models.base.LoraNaming`` of HunyuanVideo 1.5: diffusers' names only
-    (``transformer.transformer_blocks.N.attn.to_q.lora_A.weight``), which the transformer's
-    ``load_lora_adapter`` reads (``HunyuanVideo15Pipeline`` has no ``load_lora_weights``).
-    No ComfyUI names: the ComfyUI this project can read predates HunyuanVideo 1.5."""
-
-    family = "HunyuanVideo 1.5"
-    formats = ("diffusers",)
-    experts: dict[str, str] = {}
-
-    def owns(self, target: str) -> bool:
-        return (
-            re.fullmatch(r"transformer_blocks\.\d+\.(attn|ff|ff_context)\..+", target) is not None
-        )
-
-    def tensors(self, target: str, a, b, rank: int, format: str) -> dict[str, torch.Tensor]:
-        return {
-            f"transformer.{target}.lora_A.weight": a,
-            f"transformer.{target}.lora_B.weight": b,
-        }
 
 
 class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):

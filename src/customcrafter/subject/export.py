@@ -72,11 +72,14 @@ def export_subject(
             "carries it"
         )
     lora = _scaled(tensors, targets, prefix, metadata.rank, metadata.lora_alpha)
-    converted = {
-        key: value
-        for target, (a, b) in lora.items()
-        for key, value in naming.tensors(target, a, b, metadata.rank, format).items()
-    }
+    if hasattr(naming, "convert"):  # a family whose tool fuses layers (HunyuanVideo 1.5)
+        converted = naming.convert(lora, metadata.rank, format)
+    else:
+        converted = {
+            key: value
+            for target, (a, b) in lora.items()
+            for key, value in naming.tensors(target, a, b, metadata.rank, format).items()
+        }
     info = {
         "format": format,
         "source": "customcrafter",
