@@ -259,3 +259,17 @@ def test_training_gives_the_sound_stream_fresh_noise_each_step():
     assert t1.tolist() == [1000.0]
     # an LTX-2.0 transformer (no prompt modulation): the legacy cross-modal timesteps
     assert model.use_cross_timestep is False
+
+
+def test_switch_sigma_switches_where_the_shifted_noise_level_falls_below_it(tmp_path):
+    """``--switch-sigma`` reads the sampler's noise levels at the size being sampled (LTX-2
+    shifts them by the video's token count)."""
+    pipe = CustomCrafterPipeline.from_pretrained(subject=_subject_with_random_lora(tmp_path))
+    sampler = pipe.model.make_sampler((SIZE["num_frames"], SIZE["height"], SIZE["width"]))
+    sampler.set_timesteps(4)
+    sigmas = sampler.noise_levels()
+    switch = (sigmas[1] + sigmas[2]) / 2
+    settings = dict(SIZE, num_inference_steps=4)
+    schedule = DynamicWeightSchedule(0.4, 0.8, 1, switch_sigma=switch)
+    out = pipe("a sks dog", schedule=schedule, progress=False, **settings)
+    assert out.weights == [0.4, 0.4, 0.8, 0.8]

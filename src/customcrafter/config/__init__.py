@@ -135,9 +135,12 @@ class TrainConfig:
     lora_targets: str = setting(
         "spatial-qkv",
         help="layer preset: spatial-qkv (paper), spatial-cross-qkv (the paper's ablation "
-        "without self-attention), spatial-cross-kv (Custom Diffusion), spatial-qkvo. On Wan, "
-        "which has no temporal-only attention, the presets map to attn1 (self-attention over "
-        "all frames and patches) and attn2 (cross-attention) of every block",
+        "without self-attention), spatial-cross-kv (Custom Diffusion), spatial-qkvo. On Wan "
+        "and LTX-2, which have no temporal-only attention, the presets map to attn1 "
+        "(self-attention over all frames and patches) and attn2 (cross-attention) of every "
+        "block (LTX-2: the video stream's, never audio_attn1/2 or the audio-video "
+        "cross-attention); on HunyuanVideo 1.5 to each double-stream block's video-token "
+        "attn.to_q/to_k/to_v and text-token attn.add_k_proj/add_v_proj",
     )
     lora_target_override: list[str] | None = setting(
         None,

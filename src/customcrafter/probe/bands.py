@@ -143,7 +143,7 @@ def bands(
     lab = pipe.model.lab
     if similarity is None and lab is not None and references:
         similarity = lab.similarity
-    steps = len(sampler_steps(pipe, num_inference_steps))
+    steps = len(sampler_steps(pipe, num_inference_steps, settings))
     texts = [p for p in prompts for _ in range(samples)]
     ways: list[tuple[str, WeightSchedule, tuple[int, int] | None]] = [
         ("base (class word)", DynamicWeightSchedule.off(), None),

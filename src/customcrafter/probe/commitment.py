@@ -127,9 +127,16 @@ def crossing(points: Sequence[CurvePoint], level: float = 0.5) -> float | None:
     return None
 
 
-def sampler_steps(pipe: CustomCrafterPipeline, num_inference_steps: int | None) -> list[float]:
-    """The noise level of each step the pipeline will take."""
-    sampler = pipe.model.make_sampler()
+def sampler_steps(
+    pipe: CustomCrafterPipeline, num_inference_steps: int | None, settings: dict | None = None
+) -> list[float]:
+    """The noise level of each step the pipeline will take (at the size ``settings`` give,
+    else the model's: LTX-2's levels depend on it)."""
+    d, settings = pipe.model.defaults, settings or {}
+    size = tuple(
+        settings.get(name) or getattr(d, name) for name in ("num_frames", "height", "width")
+    )
+    sampler = pipe.model.make_sampler(size)
     sampler.set_timesteps(num_inference_steps or pipe.model.defaults.num_inference_steps)
     return sampler.noise_levels()
 
@@ -172,7 +179,7 @@ def commitment(
     if not pairs:
         raise UserError("the commitment probe needs at least one prompt pair")
     read = make_scorer(scorer, lab)
-    sigmas = sampler_steps(pipe, num_inference_steps)
+    sigmas = sampler_steps(pipe, num_inference_steps, settings)
     steps = len(sigmas)
     grid = sorted({0, steps, *(switch_steps if switch_steps is not None else default_grid(steps))})
     if grid[0] < 0 or grid[-1] > steps:
