@@ -280,18 +280,16 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
     def initial_latents(self, batch, num_frames, height, width, fps, generator):
         """The video's noise, then the sound's, drawn as the pipeline draws them, packed side
         by side (module docstring); the sizes are kept for ``predict`` and the sampler."""
-        from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
-
         shape = self.latent_shape(batch, num_frames, height, width)
         video = torch.randn(shape, generator=generator)
         patch, patch_t = self.unet.config.patch_size, self.unet.config.patch_size_t
-        video = LTX2Pipeline._pack_latents(video, patch, patch_t)
+        video = _packing()._pack_latents(video, patch, patch_t)
         audio_frames = self.audio_frames(num_frames, fps)
         mel = self.audio_vae.config.mel_bins // self.audio_vae.mel_compression_ratio
         audio = torch.randn(
             (batch, self.audio_vae.config.latent_channels, audio_frames, mel), generator=generator
         )
-        audio = LTX2Pipeline._pack_audio_latents(audio)
+        audio = _packing()._pack_audio_latents(audio)
         self._geometry = (shape[2] // patch_t, shape[3] // patch, shape[4] // patch, audio_frames)
         return torch.cat([video, audio], dim=1)
 
@@ -327,12 +325,10 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
         return latents[:, : f * h * w], latents[:, f * h * w :]
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
-        from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
-
         if latents.ndim == 3:
             f, h, w, _ = self._geometry
             config = self.unet.config
-            latents = LTX2Pipeline._unpack_latents(
+            latents = _packing()._unpack_latents(
                 self._split(latents)[0], f, h, w, config.patch_size, config.patch_size_t
             )
         latents = latents.to(device=self.device, dtype=self.vae.dtype)
@@ -345,15 +341,13 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
 
     def decode_audio(self, latents: torch.Tensor) -> torch.Tensor:
         """The sound ``[b, channels, samples]`` of a sampling state, at ``audio_sample_rate``."""
-        from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
-
         audio = self._split(latents)[1]
         config = self.audio_vae.config
         mean = self.audio_vae.latents_mean.to(audio.device, audio.dtype)
         std = self.audio_vae.latents_std.to(audio.device, audio.dtype)
         audio = audio * std + mean
         mel = config.mel_bins // self.audio_vae.mel_compression_ratio
-        audio = LTX2Pipeline._unpack_audio_latents(audio, self._geometry[3], num_mel_bins=mel)
+        audio = _packing()._unpack_audio_latents(audio, self._geometry[3], num_mel_bins=mel)
         device = next(self.audio_vae.parameters()).device
         spectrogram = self.audio_vae.decode(audio.to(device, self.audio_vae.dtype))[0]
         return self.vocoder(spectrogram.to(next(self.vocoder.parameters()).dtype))
@@ -368,33 +362,27 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
         velocities side by side; video latents (``[b, c, f, h, w]``, training) give the
         video's, the sound given as pure noise at the highest noise level (drawn from a
         generator seeded by ``timesteps``: a run and its resumption draw the same)."""
-        model = self.unet
-        dtype = model.dtype
-        video_ctx, audio_ctx, mask = self._unpack_context(context.to(dtype))
-        b = latents.shape[0]
+        packing = _packing()
+        config = self.unet.config
+        patch, patch_t = config.patch_size, config.patch_size_t
         training = latents.ndim == 5
         if training:
-            from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
-
-            config = model.config
-            shape = latents.shape
-            f, h, w = (
-                shape[2] // config.patch_size_t,
-                shape[3] // config.patch_size,
-                shape[4] // config.patch_size,
-            )
-            frames = 1 + (shape[2] - 1) * self.vae_scale_factor_temporal
-            audio_frames = max(1, self.audio_frames(frames, fps))
-            video = LTX2Pipeline._pack_latents(latents, config.patch_size, config.patch_size_t)
-            audio = torch.randn(
-                (b, audio_frames, config.audio_in_channels), generator=_generator_of(timesteps)
-            ).to(video.device)
+            _, _, frames, height, width = latents.shape
+            f, h, w = frames // patch_t, height // patch, width // patch
+            pixel_frames = 1 + (frames - 1) * self.vae_scale_factor_temporal
+            audio_frames = max(1, self.audio_frames(pixel_frames, fps))
+            video = packing._pack_latents(latents, patch, patch_t)
+            noise = torch.randn((latents.shape[0], audio_frames, config.audio_in_channels),
+                                generator=_generator_of(timesteps))  # fmt: skip
+            audio = noise.to(video.device)
             audio_t = torch.full_like(timesteps, float(self.num_train_timesteps))
         else:
             f, h, w, audio_frames = self._geometry
             video, audio = self._split(latents)
             audio_t = timesteps
-        video_out, audio_out = model(
+        dtype = self.unet.dtype
+        video_ctx, audio_ctx, mask = self._unpack_context(context.to(dtype))
+        video_out, audio_out = self.unet(
             hidden_states=video.to(dtype),
             audio_hidden_states=audio.to(dtype),
             encoder_hidden_states=video_ctx,
@@ -416,11 +404,7 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
             return_dict=False,
         )
         if training:
-            from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
-
-            config = model.config
-            return LTX2Pipeline._unpack_latents(video_out, f, h, w, config.patch_size,
-                                                config.patch_size_t)  # fmt: skip
+            return packing._unpack_latents(video_out, f, h, w, patch, patch_t)
         return torch.cat([video_out, audio_out], dim=1)
 
     # --- guidance ------------------------------------------------------------------------
@@ -520,6 +504,14 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
     def _components(self) -> tuple[nn.Module, ...]:
         return (self.text_encoder, self.connectors, self.unet, self.vae, self.audio_vae,
                 self.vocoder)  # fmt: skip
+
+
+def _packing():
+    """``LTX2Pipeline``, whose static methods pack and unpack latents as the transformer
+    reads them (imported when first needed: diffusers' LTX-2 modules are large)."""
+    from diffusers.pipelines.ltx2.pipeline_ltx2 import LTX2Pipeline
+
+    return LTX2Pipeline
 
 
 def _generator_of(timesteps: torch.Tensor) -> torch.Generator:
