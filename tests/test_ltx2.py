@@ -89,6 +89,19 @@ def test_generate_writes_the_sound_into_the_mp4(tmp_path):
     assert read_audio(_plain_mp4(tmp_path)) is None
 
 
+def test_a_prompt_file_writes_the_sound_of_each_video(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a dog running\na cat\n")
+    argv = ["-q", "generate", "--base", "tiny-ltx2", "--no-subject", "--prompts", str(prompts),
+            "--output-dir", str(tmp_path / "out"), "--steps", "2", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    videos = sorted((tmp_path / "out").glob("*.mp4"))
+    assert len(videos) == 2
+    sounds = [read_audio(v) for v in videos]
+    assert all(s is not None and s[1] == 16000 for s in sounds)
+    assert not np.array_equal(sounds[0][0], sounds[1][0])  # each video's own sound
+
+
 def _plain_mp4(tmp_path):
     out = tmp_path / "plain.mp4"
     argv = ["-q", "generate", "--base", "tiny", "--no-subject", "--prompt", "a dog", "--out",
