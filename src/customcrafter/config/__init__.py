@@ -451,6 +451,18 @@ class SampleConfig:
         )
 
 
+#: the SampleConfig settings of guidance terms some bases' pipelines add to classifier-free
+#: guidance (LTX-2's; ``BaseVideoModel.guidance_options``): the other bases refuse them
+GUIDANCE_OPTIONS = (
+    "stg_scale",
+    "modality_scale",
+    "guidance_rescale",
+    "audio_guidance_scale",
+    "audio_stg_scale",
+    "audio_modality_scale",
+    "audio_guidance_rescale",
+    "spatio_temporal_guidance_blocks",
+)
 #: the sampler settings of SampleConfig (what a benchmark's ``generation:`` may set)
 SAMPLER_FIELDS = tuple(f.name for f in fields(SampleConfig) if f.name != "seed")
 
@@ -465,6 +477,7 @@ __all__ = [
     "DTYPES",
     "EXPERTS",
     "GUIDANCE",
+    "GUIDANCE_OPTIONS",
     "LR_SCHEDULERS",
     "MAX_FRAMES",
     "MAX_STEPS",

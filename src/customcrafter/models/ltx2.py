@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import GUIDANCE_OPTIONS
 from ..errors import UserError
 from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder
 from .flow import FlowMatchingTraining, scheduler_config
@@ -43,17 +44,6 @@ from .samplers import FlowMatchingSampler
 
 #: the negative prompt of diffusers' LTX-2 example
 NEGATIVE_PROMPT = "worst quality, inconsistent motion, blurry, jittery, distorted"
-#: the settings of the pipeline's guidance terms beyond classifier-free guidance
-GUIDANCE_OPTIONS = (
-    "stg_scale",
-    "modality_scale",
-    "guidance_rescale",
-    "audio_guidance_scale",
-    "audio_stg_scale",
-    "audio_modality_scale",
-    "audio_guidance_rescale",
-    "spatio_temporal_guidance_blocks",
-)
 
 
 _LAYER = re.compile(

@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import SampleConfig
+from ..config import GUIDANCE_OPTIONS, SampleConfig
 from ..errors import UserError
 from ..models import BaseVideoModel, load_base_model
-from ..models.ltx2 import GUIDANCE_OPTIONS
 from ..prompts import find_tokens, has_word, strip_tokens
 from ..subject import SpatialSubjectModule, read_metadata
 from .dwvs import DynamicWeightSchedule, WeightSchedule
