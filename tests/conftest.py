@@ -65,9 +65,9 @@ def learn_tiny_subject(root: Path) -> Path:
     return root / "subject"
 
 
-def wan_identifier_subject(path: Path, b_std: float = 0.0, model=None, identifier="sks") -> Path:
-    """A tiny-wan subject saved at ``path``, named by the word ``identifier`` (it exports
-    without dropping a token) or, with ``identifier=None``, by the token ``<new1>``; its LoRA
+def identifier_subject(path: Path, b_std: float = 0.0, model=None, identifier="sks") -> Path:
+    """A subject of ``model`` (default: tiny-wan) saved at ``path``, named by the word
+    ``identifier`` (it exports without dropping a token) or, with ``identifier=None``, by the token ``<new1>``; its LoRA
     B drawn with ``b_std`` from seed 5, so that it visibly changes the video (0: a fresh
     module, which changes nothing)."""
     import torch
@@ -84,6 +84,24 @@ def wan_identifier_subject(path: Path, b_std: float = 0.0, model=None, identifie
                 b = layer.lora_B["subject"].weight
                 b.copy_(torch.randn(b.shape, generator=generator) * b_std)
     return module.save(path)
+
+
+def train_tiny(tmp_path: Path, base: str, name: str, *extra: str) -> dict:
+    """``customcrafter train`` of the test model ``base`` on photos written once under
+    ``tmp_path``, into ``tmp_path / name`` (checkpoints every 2 steps, learning rate 1e-2);
+    the subject file's tensors."""
+    from safetensors.torch import load_file
+
+    from customcrafter.cli import main
+
+    photos = tmp_path / "photos"
+    if not photos.exists():
+        write_images(photos)
+    argv = ["-q", "train", "--base", base, "--instance-data-dir", str(photos),
+            "--output-dir", str(tmp_path / name), "--learning-rate", "1e-2",
+            "--checkpointing-steps", "2", *extra]  # fmt: skip
+    assert main(argv) == 0
+    return load_file(str(tmp_path / name / "subject.safetensors"))
 
 
 def launch(args: list[str], processes: int = 2, **kwargs) -> subprocess.Popen:

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import wan_identifier_subject, write_images
+from conftest import identifier_subject, write_images
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from test_bad_input import refused, snapshot, train_args
@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def wan_subject(tmp_path):
     """A tiny-wan subject named by an identifier word (so it exports without dropping)."""
-    return wan_identifier_subject(tmp_path / "subject.safetensors", 0.1)
+    return identifier_subject(tmp_path / "subject.safetensors", 0.1)
 
 
 def _rewrite(source, target, metadata=None, tensors=None):

@@ -6,7 +6,7 @@ GPU script checks the memory (``benchmarks/memory_check.py``)."""
 
 import pytest
 import torch
-from conftest import wan_identifier_subject
+from conftest import identifier_subject
 from safetensors.torch import load_file
 from test_training import _config
 
@@ -51,7 +51,7 @@ def test_sampling_with_offloaded_blocks_gives_the_same_video(tmp_path, two_exper
     def build():
         return build_tiny_wan(num_layers=4, two_experts=two_experts)
 
-    subject = wan_identifier_subject(tmp_path / "s.safetensors", 0.5, build())
+    subject = identifier_subject(tmp_path / "s.safetensors", 0.5, build())
     plain = _video(build(), subject)
     model = build()
     model.offload_blocks(3, "cpu")
@@ -145,7 +145,7 @@ def test_offloaded_blocks_need_checkpointing_and_a_count_that_exists(tmp_path):
 
 
 def test_generate_takes_the_flag_and_refuses_it_with_cpu_offload(tmp_path, capsys):
-    subject = wan_identifier_subject(tmp_path / "s.safetensors", 0.5)
+    subject = identifier_subject(tmp_path / "s.safetensors", 0.5)
     argv = ["-q", "generate", "--subject", str(subject), "--prompt", "a sks dog", "--out"]
     settings = ["--steps", "2", "--k", "1", "--num-frames", "5", "--device", "cpu"]
     assert main([*argv, str(tmp_path / "a.mp4"), *settings, "--offload-blocks", "1"]) == 0

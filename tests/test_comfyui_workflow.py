@@ -5,7 +5,7 @@ type, and the subject's schedule in the two samplers' step ranges and the LoRA s
 import json
 
 import pytest
-from conftest import wan_identifier_subject
+from conftest import identifier_subject
 
 from customcrafter.cli import main
 
@@ -60,7 +60,7 @@ SCALAR = {"STR": str, "INT": int, "FLOAT": (int, float)}
 
 @pytest.fixture
 def subject(tmp_path):
-    return wan_identifier_subject(tmp_path / "subject.safetensors", 0.5)
+    return identifier_subject(tmp_path / "subject.safetensors", 0.5)
 
 
 def _export(subject, out, *extra):

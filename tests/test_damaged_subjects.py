@@ -8,7 +8,7 @@ from dataclasses import fields
 
 import pytest
 import torch
-from conftest import learn_tiny_subject, wan_identifier_subject
+from conftest import identifier_subject, learn_tiny_subject
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -30,7 +30,7 @@ def subjects(tmp_path_factory):
     root = tmp_path_factory.mktemp("subjects")
     return {
         "tiny": learn_tiny_subject(root) / "subject.safetensors",
-        "wan": wan_identifier_subject(root / "wan" / "subject.safetensors"),
+        "wan": identifier_subject(root / "wan" / "subject.safetensors"),
     }
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import learn_tiny_subject, wan_identifier_subject, write_images
+from conftest import identifier_subject, learn_tiny_subject, write_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     benchmark spec. None of it may change."""
     root = tmp_path_factory.mktemp("world")
     learn_tiny_subject(root)
-    wan_identifier_subject(root / "wan" / "subject.safetensors")
+    identifier_subject(root / "wan" / "subject.safetensors")
     frames = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
     write_video(root / "video.mp4", frames)
     write_images(root / "data" / "dog")

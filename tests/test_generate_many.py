@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import launch, wan_identifier_subject
+from conftest import identifier_subject, launch
 
 from customcrafter.cli import main
 from customcrafter.io.video import read_video
@@ -18,7 +18,7 @@ SETTINGS = ["--steps", "2", "--k", "1", "--num-frames", "5", "--device", "cpu", 
 
 @pytest.fixture
 def job(tmp_path):
-    subject = wan_identifier_subject(tmp_path / "s.safetensors", 0.5)
+    subject = identifier_subject(tmp_path / "s.safetensors", 0.5)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a sks dog running\n\n# a comment\na sks dog, swimming\n")
     return ["generate", "--subject", str(subject), "--prompts", str(prompts), "--seeds", "0,7",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_images
+from conftest import identifier_subject, train_tiny
 from safetensors.torch import load_file
 
 from customcrafter.cli import main
@@ -14,7 +14,6 @@ from customcrafter.io.video import read_video
 from customcrafter.models import load_base_model
 from customcrafter.models.hunyuan15 import HunyuanVideo15Model, build_tiny_hunyuan15_pipeline
 from customcrafter.sampling import CustomCrafterPipeline, DynamicWeightSchedule
-from customcrafter.subject import SpatialSubjectModule
 from customcrafter.subject.export import export_subject
 from customcrafter.subject.targets import resolve_targets
 
@@ -73,14 +72,7 @@ def test_the_presets_take_the_video_tokens_attention_and_the_text_keys_and_value
 
 
 def _train(tmp_path, name, *extra):
-    photos = tmp_path / "photos"
-    if not photos.exists():
-        write_images(photos)
-    argv = ["-q", "train", "--base", "tiny-hunyuan15", "--instance-data-dir", str(photos),
-            "--output-dir", str(tmp_path / name), "--learning-rate", "1e-2",
-            "--checkpointing-steps", "2", *extra]  # fmt: skip
-    assert main(argv) == 0
-    return load_file(str(tmp_path / name / "subject.safetensors"))
+    return train_tiny(tmp_path, "tiny-hunyuan15", name, *extra)
 
 
 def test_a_learnt_token_trains_and_resumes_exactly(tmp_path):
@@ -149,13 +141,9 @@ def test_a_comfyui_export_fuses_each_streams_q_k_v_as_comfyui_holds_them(tmp_pat
 
 
 def _subject_with_random_lora(tmp_path):
-    module = SpatialSubjectModule.create(load_base_model("tiny-hunyuan15"), {}, identifier="sks")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for layer in module.layers.values():
-            b = layer.lora_B["subject"].weight
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
-    return module.save(tmp_path / "subject.safetensors")
+    return identifier_subject(
+        tmp_path / "subject.safetensors", 0.5, load_base_model("tiny-hunyuan15")
+    )
 
 
 def test_the_release_is_planned(capsys):

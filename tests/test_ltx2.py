@@ -7,7 +7,7 @@ pipeline's own terms), the sound in the mp4, the presets on the video stream onl
 import numpy as np
 import pytest
 import torch
-from conftest import write_images
+from conftest import identifier_subject, train_tiny
 from safetensors.torch import load_file
 
 from customcrafter.cli import main
@@ -126,14 +126,7 @@ def test_the_presets_take_the_video_streams_attention_only():
 
 
 def _train(tmp_path, name, *extra):
-    photos = tmp_path / "photos"
-    if not photos.exists():
-        write_images(photos)
-    argv = ["-q", "train", "--base", "tiny-ltx2", "--instance-data-dir", str(photos),
-            "--output-dir", str(tmp_path / name), "--learning-rate", "1e-2",
-            "--checkpointing-steps", "2", *extra]  # fmt: skip
-    assert main(argv) == 0
-    return load_file(str(tmp_path / name / "subject.safetensors"))
+    return train_tiny(tmp_path, "tiny-ltx2", name, *extra)
 
 
 def test_a_learnt_token_trains_and_resumes_exactly(tmp_path):
@@ -188,13 +181,7 @@ def test_the_commitment_probe_runs(tmp_path):
 
 
 def _subject_with_random_lora(tmp_path):
-    module = SpatialSubjectModule.create(build_tiny_ltx2(), {}, identifier="sks")
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for layer in module.layers.values():
-            b = layer.lora_B["subject"].weight
-            b.copy_(torch.randn(b.shape, generator=generator) * 0.5)
-    return module.save(tmp_path / "subject.safetensors")
+    return identifier_subject(tmp_path / "subject.safetensors", 0.5, build_tiny_ltx2())
 
 
 @pytest.mark.parametrize("fmt", ["comfyui", "diffusers"])

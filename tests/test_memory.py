@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import wan_identifier_subject
+from conftest import identifier_subject
 from safetensors import safe_open
 from test_training import _config
 from test_wan import WAN_TRAINING
@@ -24,7 +24,7 @@ TOLERANCE = {"mean": 5e-3, "max": 0.1}
 @pytest.fixture(scope="module")
 def wan_subject(tmp_path_factory):
     """A tiny-wan subject whose LoRA visibly changes the video."""
-    return wan_identifier_subject(tmp_path_factory.mktemp("fp8") / "subject.safetensors", 0.5)
+    return identifier_subject(tmp_path_factory.mktemp("fp8") / "subject.safetensors", 0.5)
 
 
 def _video(subject, weights_dtype=None, **kwargs):

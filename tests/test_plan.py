@@ -172,9 +172,9 @@ def test_the_14b_model_trains_on_a_24_gb_card(capsys):
 
 
 def test_train_and_generate_apply_the_plan(tmp_path, instance_dir, capsys):
-    from conftest import wan_identifier_subject
+    from conftest import identifier_subject
 
-    subject = wan_identifier_subject(tmp_path / "s.safetensors", 0.5)
+    subject = identifier_subject(tmp_path / "s.safetensors", 0.5)
     out = tmp_path / "v.mp4"
     argv = ["-q", "generate", "--subject", str(subject), "--prompt", "a sks dog", "--out"]
     settings = ["--steps", "2", "--k", "1", "--num-frames", "5", "--device", "cpu"]

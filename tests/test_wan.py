@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import wan_identifier_subject
+from conftest import identifier_subject
 from safetensors.torch import load_file
 from test_training import _config
 
@@ -205,7 +205,7 @@ def test_wan_training_frames_must_be_4n_plus_1(tmp_path, instance_dir, class_dir
 def _subject_with_random_lora(tmp_path, model=None, identifier=None) -> Path:
     """A Wan subject module whose LoRA visibly changes the video (B drawn at random)."""
     path = tmp_path / "subject.safetensors"
-    return wan_identifier_subject(path, 0.5, model=model, identifier=identifier)
+    return identifier_subject(path, 0.5, model=model, identifier=identifier)
 
 
 def _ours_at_weight_1(path, prompt: str) -> torch.Tensor:
