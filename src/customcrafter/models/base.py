@@ -44,6 +44,15 @@ class LoraNaming(Protocol):
         instead, over every layer at once (``models/hunyuan15_lora.py``)."""
 
 
+def lora_entries(naming: LoraNaming, lora: dict, rank: int, format: str) -> dict:
+    """Every layer's file entries, layer by layer: ``lora`` is ``{target: (A, B)}``."""
+    return {
+        key: value
+        for target, (a, b) in lora.items()
+        for key, value in naming.tensors(target, a, b, rank, format).items()
+    }
+
+
 #: the dtypes frozen weights may be stored in (``--weights-dtype``), computed in another
 STORAGE_DTYPES = {"float8": torch.float8_e4m3fn}
 #: the module names of peft's LoRA matrices: never stored in float8
@@ -569,6 +578,22 @@ def text_encoder_skips(text_encoder: nn.Module) -> tuple[str, ...]:
 
     own = getattr(text_encoder, "_keep_in_fp32_modules", None) or ()
     return (*DEFAULT_SKIP_MODULES_PATTERN, *own)
+
+
+def load_pipeline(pipeline: str, name_or_path: str, torch_dtype, family: str, example: str):
+    """diffusers' ``pipeline`` class (``"WanPipeline"``, ...) from a folder or a cached hub
+    id, or a clear error naming the ``family`` and an ``example`` hub id."""
+    import diffusers
+
+    kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+    try:
+        return getattr(diffusers, pipeline).from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"could not load the {family} model {name_or_path!r}: {exc}\n"
+            f"Give a local diffusers {family} folder, or a hub id that is in your Hugging Face "
+            f"cache (e.g. {example})."
+        ) from exc
 
 
 def is_pipeline_folder(path, family: str) -> bool:

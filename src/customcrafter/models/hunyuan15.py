@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder
+from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder, load_pipeline
 from .flow import FlowMatchingTraining, scheduler_config
 from .hunyuan15_lora import HunyuanVideo15LoraNaming
 from .samplers import FlowMatchingSampler
@@ -82,17 +82,9 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
     # --- construction --------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype | None = None):
-        from diffusers import HunyuanVideo15Pipeline
-
-        kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
-        try:
-            pipe = HunyuanVideo15Pipeline.from_pretrained(name_or_path, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"could not load the HunyuanVideo 1.5 model {name_or_path!r}: {exc}\n"
-                "Give a local diffusers folder, or a hub id that is in your Hugging Face cache "
-                "(e.g. hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v)."
-            ) from exc
+        pipe = load_pipeline("HunyuanVideo15Pipeline", name_or_path, torch_dtype,
+                             "HunyuanVideo 1.5",
+                             "hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v")  # fmt: skip
         return cls.from_pipeline(pipe, str(name_or_path))
 
     @classmethod
@@ -175,8 +167,9 @@ class HunyuanVideo15Model(FlowMatchingTraining, BaseVideoModel):
                 hidden.dtype
             )
             glyph_mask[quoted] = g_mask
-        width = max(hidden.shape[-1], d2) + 1
-        packed = hidden.new_zeros(ids.shape[0], hidden.shape[1] + GLYPH_LENGTH, width)
+        packed = hidden.new_zeros(
+            ids.shape[0], hidden.shape[1] + GLYPH_LENGTH, self.context_width()
+        )
         packed[:, : hidden.shape[1], : hidden.shape[-1]] = hidden
         packed[:, hidden.shape[1] :, :d2] = glyph
         packed[:, : hidden.shape[1], -1] = mask.to(packed.dtype)

@@ -22,6 +22,8 @@ import re
 
 import torch
 
+from .base import lora_entries
+
 _TARGET = re.compile(r"transformer_blocks\.(\d+)\.(.+)")
 #: diffusers' layer in a block -> (ComfyUI's layer, which third of its rows; None: all)
 _COMFYUI = {
@@ -61,11 +63,7 @@ class HunyuanVideo15LoraNaming:
     def convert(self, lora: dict, rank: int, format: str) -> dict[str, torch.Tensor]:
         """Every layer's entries: ``lora`` is ``{target: (A, B)}``, the scale in ``B``."""
         if format == "diffusers":
-            return {
-                k: v
-                for t, (a, b) in lora.items()
-                for k, v in self.tensors(t, a, b, rank, format).items()
-            }
+            return lora_entries(self, lora, rank, format)
         fused: dict[str, list] = {}
         for target, (a, b) in lora.items():
             block, inner = _TARGET.fullmatch(target).groups()

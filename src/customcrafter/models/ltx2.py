@@ -38,7 +38,7 @@ from torch import nn
 
 from ..config import GUIDANCE_OPTIONS
 from ..errors import UserError
-from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder
+from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder, load_pipeline
 from .flow import FlowMatchingTraining, scheduler_config
 from .samplers import FlowMatchingSampler
 
@@ -128,17 +128,7 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
     # --- construction --------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype | None = None):
-        from diffusers import LTX2Pipeline
-
-        kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
-        try:
-            pipe = LTX2Pipeline.from_pretrained(name_or_path, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"could not load the LTX-2 model {name_or_path!r}: {exc}\n"
-                "Give a local diffusers folder, or a hub id that is in your Hugging Face cache "
-                "(e.g. Lightricks/LTX-2)."
-            ) from exc
+        pipe = load_pipeline("LTX2Pipeline", name_or_path, torch_dtype, "LTX-2", "Lightricks/LTX-2")
         return cls.from_pipeline(pipe, str(name_or_path))
 
     @classmethod
@@ -172,14 +162,7 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
         if self.scheduler_config.get("use_dynamic_shifting"):
             d = self.defaults
             frames, height, width = size or (d.num_frames, d.height, d.width)
-            shape = self.latent_shape(1, frames, height, width)
-            config = self.unet.config
-            tokens = (
-                (shape[2] // config.patch_size_t)
-                * (shape[3] // config.patch_size)
-                * (shape[4] // config.patch_size)
-            )
-            mu = self._mu(tokens)
+            mu = self._mu(np.prod(self._grid(self.latent_shape(1, frames, height, width))))
         return FlowMatchingSampler(
             self.make_scheduler(), sigmas=lambda n: np.linspace(1.0, 1.0 / n, n), mu=mu
         )
@@ -230,20 +213,21 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
         mask = mask.to(video.dtype).unsqueeze(-1)
         return torch.cat([video, audio.to(video.dtype), mask], dim=-1)
 
+    def _context_widths(self) -> tuple[int, int]:
+        """The widths of the video and the audio context (the connectors' outputs)."""
+        c = self.connectors.config
+        return (c.video_connector_num_attention_heads * c.video_connector_attention_head_dim,
+                c.audio_connector_num_attention_heads * c.audio_connector_attention_head_dim)  # fmt: skip
+
     def _unpack_context(self, context: torch.Tensor):
-        c = self.connectors.config  # the connectors' widths are their outputs'
-        video = c.video_connector_num_attention_heads * c.video_connector_attention_head_dim
-        audio = context.shape[-1] - 1 - video
+        video, audio = self._context_widths()
         return context[..., :video], context[..., video : video + audio], context[..., -1]
 
     def token_embedding(self) -> nn.Embedding:
         return self.text_encoder.get_input_embeddings()
 
     def context_width(self) -> int:
-        c = self.connectors.config
-        video = c.video_connector_num_attention_heads * c.video_connector_attention_head_dim
-        audio = c.audio_connector_num_attention_heads * c.audio_connector_attention_head_dim
-        return video + audio + 1
+        return sum(self._context_widths()) + 1
 
     # --- video <-> latents ----------------------------------------------------------------
     def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple:
@@ -271,16 +255,14 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
         """The video's noise, then the sound's, drawn as the pipeline draws them, packed side
         by side (module docstring); the sizes are kept for ``predict`` and the sampler."""
         shape = self.latent_shape(batch, num_frames, height, width)
-        video = torch.randn(shape, generator=generator)
-        patch, patch_t = self.unet.config.patch_size, self.unet.config.patch_size_t
-        video = _packing()._pack_latents(video, patch, patch_t)
+        video = self._pack(torch.randn(shape, generator=generator))
         audio_frames = self.audio_frames(num_frames, fps)
         mel = self.audio_vae.config.mel_bins // self.audio_vae.mel_compression_ratio
         audio = torch.randn(
             (batch, self.audio_vae.config.latent_channels, audio_frames, mel), generator=generator
         )
         audio = _packing()._pack_audio_latents(audio)
-        self._geometry = (shape[2] // patch_t, shape[3] // patch, shape[4] // patch, audio_frames)
+        self._geometry = (*self._grid(shape), audio_frames)
         return torch.cat([video, audio], dim=1)
 
     def _latent_stats(self, like: torch.Tensor):
@@ -299,8 +281,22 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
         video = video.to(device=self.device, dtype=self.vae.dtype)
         dist = self.vae.encode(video).latent_dist
         mean, std = self._latent_stats(dist.mean)
-        self._train_tokens = int(np.prod(dist.mean.shape[2:]))
+        self._train_tokens = int(np.prod(self._grid(dist.mean.shape)))
         return (dist.mean - mean) / std, dist.std / std
+
+    def _grid(self, shape) -> tuple[int, int, int]:
+        """The transformer's token grid (frames, height, width) of latents of ``shape``."""
+        c = self.unet.config
+        return shape[-3] // c.patch_size_t, shape[-2] // c.patch_size, shape[-1] // c.patch_size
+
+    def _pack(self, latents: torch.Tensor) -> torch.Tensor:
+        """Video latents ``[b, c, f, h, w]`` as the transformer's tokens ``[b, f h w, c']``."""
+        c = self.unet.config
+        return _packing()._pack_latents(latents, c.patch_size, c.patch_size_t)
+
+    def _unpack(self, tokens: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        c = self.unet.config
+        return _packing()._unpack_latents(tokens, *grid, c.patch_size, c.patch_size_t)
 
     def _split(self, latents: torch.Tensor):
         """The video's and the sound's tokens of a sampling state."""
@@ -316,11 +312,7 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
 
     def decode_video(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.ndim == 3:
-            f, h, w, _ = self._geometry
-            config = self.unet.config
-            latents = _packing()._unpack_latents(
-                self._split(latents)[0], f, h, w, config.patch_size, config.patch_size_t
-            )
+            latents = self._unpack(self._split(latents)[0], self._geometry[:3])
         latents = latents.to(device=self.device, dtype=self.vae.dtype)
         mean, std = self._latent_stats(latents)
         latents = latents * std + mean
@@ -352,17 +344,14 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
         velocities side by side; video latents (``[b, c, f, h, w]``, training) give the
         video's, the sound given as pure noise at the highest noise level (drawn from a
         generator seeded by ``timesteps``: a run and its resumption draw the same)."""
-        packing = _packing()
-        config = self.unet.config
-        patch, patch_t = config.patch_size, config.patch_size_t
         training = latents.ndim == 5
         if training:
-            _, _, frames, height, width = latents.shape
-            f, h, w = frames // patch_t, height // patch, width // patch
-            pixel_frames = 1 + (frames - 1) * self.vae_scale_factor_temporal
+            f, h, w = self._grid(latents.shape)
+            pixel_frames = 1 + (latents.shape[2] - 1) * self.vae_scale_factor_temporal
             audio_frames = max(1, self.audio_frames(pixel_frames, fps))
-            video = packing._pack_latents(latents, patch, patch_t)
-            noise = torch.randn((latents.shape[0], audio_frames, config.audio_in_channels),
+            video = self._pack(latents)
+            channels = self.unet.config.audio_in_channels
+            noise = torch.randn((latents.shape[0], audio_frames, channels),
                                 generator=_generator_of(timesteps))  # fmt: skip
             audio = noise.to(video.device)
             audio_t = torch.full_like(timesteps, float(self.num_train_timesteps))
@@ -394,7 +383,7 @@ class LTX2Model(FlowMatchingTraining, BaseVideoModel):
             return_dict=False,
         )
         if training:
-            return packing._unpack_latents(video_out, f, h, w, patch, patch_t)
+            return self._unpack(video_out, (f, h, w))
         return torch.cat([video_out, audio_out], dim=1)
 
     # --- guidance ------------------------------------------------------------------------

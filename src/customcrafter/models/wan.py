@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder
+from .base import BaseVideoModel, ModelDefaults, is_pipeline_folder, load_pipeline
 from .flow import FlowMatchingTraining, scheduler_config
 from .samplers import FlowMatchingSampler
 from .wan_lora import LOW_NOISE_PREFIX, WanLoraNaming
@@ -130,8 +130,6 @@ class WanModel(FlowMatchingTraining, BaseVideoModel):
     @classmethod
     def from_pretrained(cls, name_or_path: str, torch_dtype: torch.dtype | None = None):
         """A diffusers Wan folder, or a hub id in the local Hugging Face cache."""
-        from diffusers import WanPipeline
-
         path = Path(name_or_path)
         if path.exists() and not is_wan_folder(path):
             raise UserError(
@@ -139,15 +137,8 @@ class WanModel(FlowMatchingTraining, BaseVideoModel):
                 "names another pipeline (Wan folders come from e.g. "
                 "Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
             )
-        kwargs = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
-        try:
-            pipe = WanPipeline.from_pretrained(name_or_path, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise UserError(
-                f"could not load the Wan model {name_or_path!r}: {exc}\n"
-                "Give a local diffusers Wan folder, or a hub id that is in your Hugging Face "
-                "cache (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)."
-            ) from exc
+        pipe = load_pipeline("WanPipeline", name_or_path, torch_dtype, "Wan",
+                             "Wan-AI/Wan2.1-T2V-1.3B-Diffusers")  # fmt: skip
         return cls.from_pipeline(pipe, str(name_or_path))
 
     @classmethod

@@ -93,7 +93,7 @@ def denoising_step(model, frames: int, height: int, width: int, device: str) -> 
         # the sampler's state (LTX-2's holds the sound's latents as well)
         latents = model.initial_latents(1, frames, height, width, fps, None)
         latents = torch.zeros(latents.shape, device=device, dtype=model.dtype)
-        context = torch.zeros(2, model.max_text_length, _text_width(model), device=device)
+        context = torch.zeros(2, model.max_text_length, model.context_width(), device=device)
         context = context.to(model.dtype)
         t = torch.full((1,), 500, device=device, dtype=torch.float32)
         with torch.no_grad():
@@ -107,10 +107,6 @@ def denoising_step(model, frames: int, height: int, width: int, device: str) -> 
             _ = latents - 0.02 * guided
 
     return run_counted(device, model, run)
-
-
-def _text_width(model) -> int:
-    return model.context_width()
 
 
 def training_step(
@@ -137,7 +133,7 @@ def training_step(
         if text_in_step:
             text = _ids(model, b, device)
         else:
-            text = torch.zeros(b, model.max_text_length, _text_width(model), device=device)
+            text = torch.zeros(b, model.max_text_length, model.context_width(), device=device)
             text = text.to(model.dtype)
         if cached:
             mean = torch.zeros(latent_shape, device=device, dtype=model.dtype)

@@ -16,12 +16,14 @@ LoRA into each expert's model and diffusers into ``transformer_2`` with
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 from safetensors.torch import save_file
 
 from ..errors import UserError
 from ..io.files import atomic_path, check_output_file
+from ..models.base import lora_entries
 from ..models.registry import lora_namings
 from .module import read_subject, resolve_subject_path
 
@@ -72,14 +74,9 @@ def export_subject(
             "carries it"
         )
     lora = _scaled(tensors, targets, prefix, metadata.rank, metadata.lora_alpha)
-    if hasattr(naming, "convert"):  # a family whose tool fuses layers (HunyuanVideo 1.5)
-        converted = naming.convert(lora, metadata.rank, format)
-    else:
-        converted = {
-            key: value
-            for target, (a, b) in lora.items()
-            for key, value in naming.tensors(target, a, b, metadata.rank, format).items()
-        }
+    # a family whose tool fuses layers converts them all at once (HunyuanVideo 1.5)
+    convert = getattr(naming, "convert", partial(lora_entries, naming))
+    converted = convert(lora, metadata.rank, format)
     info = {
         "format": format,
         "source": "customcrafter",
