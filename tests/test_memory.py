@@ -51,12 +51,12 @@ def test_float8_weights_sample_close_to_bf16_and_not_equal(wan_subject):
 
 
 def test_with_float8_weights_the_lora_runs_unfolded(wan_subject, monkeypatch):
-    import customcrafter.subject.module as module
+    import customcrafter.subject.folding as folding
 
     def no_folding(*args, **kwargs):
         raise AssertionError("folding into float8 weights would lose the LoRA")
 
-    monkeypatch.setattr(module, "FoldedWeights", no_folding)
+    monkeypatch.setattr(folding, "FoldedWeights", no_folding)
     fp8, pipe = _video(wan_subject, "float8")
     sampler = {k: v for k, v in SETTINGS.items() if k != "k"}
     off = pipe("a sks dog", schedule=DynamicWeightSchedule.off(), progress=False, **sampler)

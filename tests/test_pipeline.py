@@ -94,6 +94,48 @@ def test_folded_and_unmerged_sampling_agree(tiny_model):
     assert torch.allclose(folded, unmerged, atol=1e-4)
 
 
+def test_the_next_video_reuses_the_folded_copies(tiny_model):
+    module = _trained_looking_subject(tiny_model)
+    pipe = CustomCrafterPipeline(tiny_model, module)
+    kwargs = dict(num_inference_steps=8, num_frames=2, progress=False, seed=3)
+    first = pipe("a <new1> dog", **kwargs).videos
+    assert module.fold_copies.folds == 2  # 0.4, then 0.8
+    second = pipe("a <new1> dog", **kwargs).videos
+    assert module.fold_copies.folds == 2  # a copy for each kept on the CPU
+    assert torch.equal(first, second)
+
+
+def test_changed_lora_weights_are_folded_again(tiny_model):
+    module = _trained_looking_subject(tiny_model)
+    pipe = CustomCrafterPipeline(tiny_model, module)
+    kwargs = dict(num_inference_steps=8, num_frames=2, progress=False, seed=3)
+    before = pipe("a <new1> dog", **kwargs).videos
+    changed = {k: v * 2 for k, v in module.state_dict().items()}
+    module.load_lora_state_dict(changed)  # the same tensors, written in place
+    after = pipe("a <new1> dog", **kwargs).videos
+    assert module.fold_copies.folds == 4
+    assert not torch.allclose(before, after, atol=1e-3)
+    module.release_folded()
+    assert torch.equal(after, pipe("a <new1> dog", **kwargs).videos)  # as folds made anew
+
+
+def test_without_room_for_two_copies_one_is_folded_per_change(tiny_model, monkeypatch):
+    import psutil
+
+    module = _trained_looking_subject(tiny_model)
+    pipe = CustomCrafterPipeline(tiny_model, module)
+    kwargs = dict(num_inference_steps=8, num_frames=2, progress=False, seed=3)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("M", (), {"available": 0}))
+    first = pipe("a <new1> dog", **kwargs).videos
+    second = pipe("a <new1> dog", **kwargs).videos
+    assert module.fold_copies.folds == 4 and len(module.fold_copies.copies) == 1
+    assert torch.equal(first, second)
+    monkeypatch.undo()  # room again: the second weight gets its own copy
+    pipe("a <new1> dog", **kwargs)
+    pipe("a <new1> dog", **kwargs)
+    assert module.fold_copies.folds == 5 and len(module.fold_copies.copies) == 2
+
+
 def test_subject_weight_changes_the_video_and_off_matches_the_base(tiny_model):
     module = _trained_looking_subject(tiny_model)
     kwargs = dict(num_inference_steps=6, num_frames=2, progress=False, seed=1)

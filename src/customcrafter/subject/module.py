@@ -51,6 +51,7 @@ class SpatialSubjectModule:
         self.embedding = embedding
         modules = named_modules(model)
         self.layers: dict[str, nn.Module] = {name: modules[name] for name in metadata.targets}
+        self.fold_copies = None  # folding.FoldedCopies, made by the first folded video
         for param in self.parameters():
             param.requires_grad_(True)
 
@@ -206,84 +207,24 @@ class SpatialSubjectModule:
         for layer in self.layers.values():
             layer.set_scale(ADAPTER, weight)
 
-    def fold_buffers(self, weights: list[torch.Tensor]) -> list[nn.Parameter]:
-        """One parameter shaped like each of ``weights``, where ``FoldedWeights`` folds the
-        LoRA in; made once and kept (a video reuses the last one's)."""
-        kept = getattr(self, "_fold_buffers", None)
-        if kept is None or any(
-            (k.shape, k.dtype, k.device) != (w.shape, w.dtype, w.device)
-            for k, w in zip(kept, weights, strict=True)
-        ):
-            kept = [nn.Parameter(torch.empty_like(w), requires_grad=False) for w in weights]
-            self._fold_buffers = kept
-        return kept
+    def release_folded(self) -> None:
+        """Drop the folded copies kept for the next video; their memory goes back."""
+        if self.fold_copies is not None:
+            self.fold_copies.copies.clear()
 
     @contextmanager
     def folded(self):
-        """Sample with the LoRA folded into the base weights; yields a :class:`FoldedWeights`
-        whose ``set(w)`` makes each layer compute ``W0 + w * B A`` at plain-Linear cost. The
-        exact base weights are restored on exit, whatever happens inside."""
+        """Sample with the LoRA folded into the base weights; yields a
+        :class:`~.folding.FoldedWeights` whose ``set(w)`` makes each layer compute
+        ``W0 + w * B A`` at plain-Linear cost. The exact base weights are restored on exit,
+        whatever happens inside."""
+        from .folding import FoldedWeights  # it builds on this module
+
         folded = FoldedWeights(self)
         try:
             yield folded
         finally:
             folded.restore()
-
-
-class FoldedWeights:
-    """The LoRA delta folded into the targets' weights at one weight at a time.
-
-    The base weights are never written: each target's plain Linear stands in its LoRA
-    wrapper's place and takes a folded copy of its weight as its parameter while the module's
-    weight is not 0, its own parameter back otherwise and on ``restore``. There is no copy of
-    the originals to make or to write back, a fold is one fused pass over a layer
-    (``W0 + w * scaling * B A``), and the folded copies are kept by the module for its next
-    video."""
-
-    def __init__(self, module: SpatialSubjectModule):
-        self.layers = list(module.layers.values())
-        self.scalings = [layer.lora_alpha[ADAPTER] / layer.r[ADAPTER] for layer in self.layers]
-        self.originals = [layer.base_layer.weight for layer in self.layers]
-        self.folded = module.fold_buffers(self.originals)
-        # while folded, each plain Linear stands in its LoRA wrapper's place: no wrapper
-        # code runs per call, so sampling costs what the base model's does
-        self.slots = []
-        for name, layer in module.layers.items():
-            root, relative = owner(module.model, name)
-            parent, _, attr = relative.rpartition(".")
-            self.slots.append((root.get_submodule(parent), attr, layer))
-        for holder, attr, layer in self.slots:
-            layer.enable_adapters(False)
-            setattr(holder, attr, layer.base_layer)
-        self.weight = 0.0
-
-    @torch.no_grad()
-    def set(self, weight: float) -> None:
-        if weight == self.weight:
-            return
-        for layer, w0, folded, scaling in zip(
-            self.layers, self.originals, self.folded, self.scalings, strict=True
-        ):
-            if weight == 0.0:
-                layer.base_layer.weight = w0
-                continue
-            a = layer.lora_A[ADAPTER].weight.float()
-            b = layer.lora_B[ADAPTER].weight.float()
-            if w0.dtype == torch.float32:
-                torch.addmm(w0, b, a, alpha=weight * scaling, out=folded.data)
-            else:  # summed in float32, then stored in the weights' dtype
-                folded.data.copy_(torch.addmm(w0.float(), b, a, alpha=weight * scaling))
-            layer.base_layer.weight = folded
-        self.weight = weight
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for layer, w0 in zip(self.layers, self.originals, strict=True):
-            layer.base_layer.weight = w0
-            layer.enable_adapters(True)
-        for holder, attr, layer in self.slots:
-            setattr(holder, attr, layer)
-        self.weight = 0.0
 
 
 def check_compatible(metadata: SubjectMetadata, model: BaseVideoModel, strict: bool = True) -> None:

@@ -1,0 +1,155 @@
+"""Sampling with the subject module's LoRA folded into the base weights.
+
+Dynamic Weighted Video Sampling changes the module's weight once or twice a video. Folded,
+each adapted layer is a plain Linear whose weight is ``W0 + w * scaling * B A``: a step
+costs what the base model's does, and a change of weight costs one pass over the adapted
+weights (a fold). :class:`FoldedWeights` swaps folded copies in and out of the layers;
+:class:`FoldedCopies`, kept by the module, holds them between videos."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .module import ADAPTER, SpatialSubjectModule, owner
+
+#: folded copies kept on the CPU: one for each weight of the paper's schedule
+CPU_COPIES = 2
+
+
+class FoldedCopies:
+    """Folded copies of the adapted layers' weights, one set per module weight, kept by the
+    module for its next video.
+
+    A copy is used again only while it is what a fold would give now: the base weights and
+    the LoRA matrices it was folded from must be the same tensors, unmodified (their storage
+    and their in-place version counters are compared, so training, loading other weights or
+    moving the model makes it stale).
+
+    How many are kept: on a GPU one (a fold there is a pass over the adapted weights at
+    memory speed, milliseconds, and memory is what is scarce: the memory plan counts one
+    copy). On the CPU a fold is a memory-bound pass that costs 1-2 % of a short video (Wan
+    2.1 1.3B: 0.15 s for its 180 layers on two cores), so a copy for each weight of the
+    schedule is kept when the machine has room for it (twice its size free): every video
+    after the first then folds nothing. ``folds`` counts the folds made."""
+
+    def __init__(self):
+        self.copies: dict[float, tuple[tuple, list[nn.Parameter]]] = {}  # last used last
+        self.folds = 0
+
+    def get(self, weight: float, layers: list[nn.Module], originals: list[torch.Tensor]):
+        """The weights of ``layers`` with the LoRA folded in at ``weight``."""
+        stamp = _stamp(layers, originals)
+        kept = self.copies.pop(weight, None)
+        if kept is not None and stamp is not None and kept[0] == stamp:
+            self.copies[weight] = kept  # now the last used
+            return kept[1]
+        if kept is not None and _fits(kept[1], originals):
+            buffers = kept[1]  # stale: folded again in place
+        else:
+            buffers = self._buffers(originals)
+        _fold(weight, layers, originals, buffers)
+        self.folds += 1
+        self.copies[weight] = (stamp, buffers)
+        return buffers
+
+    def _buffers(self, originals: list[torch.Tensor]) -> list[nn.Parameter]:
+        """Room for one more copy: a new one while the machine has room, else the least
+        recently used one's."""
+        for weight, (_, buffers) in list(self.copies.items()):
+            if not _fits(buffers, originals):
+                del self.copies[weight]  # the model changed: of no use
+        if self.copies and len(self.copies) >= _capacity(originals):
+            oldest = next(iter(self.copies))
+            return self.copies.pop(oldest)[1]
+        return [nn.Parameter(torch.empty_like(w), requires_grad=False) for w in originals]
+
+
+def _fits(buffers: list[torch.Tensor], originals: list[torch.Tensor]) -> bool:
+    return all(
+        (b.shape, b.dtype, b.device) == (w.shape, w.dtype, w.device)
+        for b, w in zip(buffers, originals, strict=True)
+    )
+
+
+def _capacity(originals: list[torch.Tensor]) -> int:
+    if originals[0].device.type != "cpu":
+        return 1
+    import psutil
+
+    size = sum(w.numel() * w.element_size() for w in originals)
+    return CPU_COPIES if psutil.virtual_memory().available > 2 * size else 1
+
+
+def _stamp(layers: list[nn.Module], originals: list[torch.Tensor]) -> tuple | None:
+    """What a folded copy was made from: each tensor's storage and in-place version
+    (``None`` where a tensor keeps no version, as one made in inference mode: never reused)."""
+    tensors = [
+        t
+        for layer, w0 in zip(layers, originals, strict=True)
+        for t in (w0, layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight)
+    ]
+    try:
+        return tuple((t.data_ptr(), t._version) for t in tensors)
+    except RuntimeError:
+        return None
+
+
+@torch.no_grad()
+def _fold(weight: float, layers, originals, buffers) -> None:
+    for layer, w0, folded in zip(layers, originals, buffers, strict=True):
+        scaling = layer.lora_alpha[ADAPTER] / layer.r[ADAPTER]
+        a = layer.lora_A[ADAPTER].weight.float()
+        b = layer.lora_B[ADAPTER].weight.float()
+        if w0.dtype == torch.float32:
+            torch.addmm(w0, b, a, alpha=weight * scaling, out=folded.data)
+        else:  # summed in float32, then stored in the weights' dtype
+            folded.data.copy_(torch.addmm(w0.float(), b, a, alpha=weight * scaling))
+
+
+class FoldedWeights:
+    """The LoRA folded into the targets' weights at one weight at a time.
+
+    The base weights are never written: each target's plain Linear stands in its LoRA
+    wrapper's place and takes a folded copy of its weight as its parameter while the module's
+    weight is not 0, its own parameter back otherwise and on ``restore``. There is no copy of
+    the originals to make or to write back, and a fold is one fused pass over a layer
+    (``W0 + w * scaling * B A``) into a copy the module keeps (:class:`FoldedCopies`)."""
+
+    def __init__(self, module: SpatialSubjectModule):
+        self.layers = list(module.layers.values())
+        self.originals = [layer.base_layer.weight for layer in self.layers]
+        if module.fold_copies is None:
+            module.fold_copies = FoldedCopies()
+        self.copies = module.fold_copies
+        # while folded, each plain Linear stands in its LoRA wrapper's place: no wrapper
+        # code runs per call, so sampling costs what the base model's does
+        self.slots = []
+        for name, layer in module.layers.items():
+            root, relative = owner(module.model, name)
+            parent, _, attr = relative.rpartition(".")
+            self.slots.append((root.get_submodule(parent), attr, layer))
+        for holder, attr, layer in self.slots:
+            layer.enable_adapters(False)
+            setattr(holder, attr, layer.base_layer)
+        self.weight = 0.0
+
+    def set(self, weight: float) -> None:
+        if weight == self.weight:
+            return
+        weights = (
+            self.originals
+            if weight == 0.0
+            else self.copies.get(weight, self.layers, self.originals)
+        )
+        for layer, w in zip(self.layers, weights, strict=True):
+            layer.base_layer.weight = w
+        self.weight = weight
+
+    def restore(self) -> None:
+        for layer, w0 in zip(self.layers, self.originals, strict=True):
+            layer.base_layer.weight = w0
+            layer.enable_adapters(True)
+        for holder, attr, layer in self.slots:
+            setattr(holder, attr, layer)
+        self.weight = 0.0
