@@ -7,8 +7,8 @@ Three ways to sample the same number of UNet calls from one randomly initialised
   weights at each change of weight (what ``customcrafter generate`` does);
 - ``dwvs-unmerged``: the same schedule with peft's LoRA branches computed at every call.
 
-Runs are interleaved (base, folded, unmerged, base, ...) and the median of each is reported
-with its ratio to ``base``. The target: ``dwvs-folded / base <= 1.03``.
+Runs are interleaved (``interleaved.py``: rounds of base, folded, unmerged, then the other
+way round) and the median of each is reported with its ratio to ``base``. The target: ``dwvs-folded / base <= 1.03``.
 
     python benchmarks/dwvs_overhead.py                 # CPU, a small model
     python benchmarks/dwvs_overhead.py --device cuda --channels 320 --size 256 --frames 16
