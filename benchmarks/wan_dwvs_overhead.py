@@ -9,15 +9,16 @@ is Wan 2.1 1.3B's):
 - ``dwvs-folded``: the subject module under the paper's schedule, the LoRA folded into the
   weights when the weight changes (what ``customcrafter generate`` does); on the CPU the
   module keeps a folded copy for each weight, so after the warm-up a video folds nothing;
-- ``dwvs-folded-cold``: the same with the kept copies dropped before each video, so each
-  folds twice into new copies, as the first video of a process does;
+- ``dwvs-folded-cold``: the same as the first video of a process: no copies kept before
+  it, so it makes one and folds twice (``dwvs-folded``'s copies are put back after);
 - ``diffusers-base``: diffusers' ``WanPipeline``, no LoRA;
 - ``diffusers-set-adapters``: diffusers' documented way to change a LoRA's strength per
   step: the module exported with ``customcrafter export --format diffusers``, loaded with
   ``load_lora_weights`` (unfused), ``set_adapters`` in ``callback_on_step_end``;
-- ``base-float8`` and ``dwvs-float8``: ``base`` and the subject with the transformer's
-  weights in float8 (``--weights-dtype float8``, computed in bfloat16), where the LoRA runs
-  unfolded: what that costs.
+- ``base-float8``, ``dwvs-float8`` and ``dwvs-float8-beside``: ``base`` and the subject
+  with the transformer's weights in float8 (``--weights-dtype float8``, computed in
+  bfloat16): the LoRA folded into each layer's weight as it runs where that moves fewer
+  bytes (what ``generate`` does), and beside every layer at every call (``--unmerged``).
 
 Runs are interleaved (``interleaved.py``) and the median of each is printed with its ratio
 to the first way (per round, and of the medians), then ``dwvs-folded / base`` (the target: at most 1.01) and ``dwvs-float8 / base-float8``
@@ -57,9 +58,14 @@ WAYS = [
     "diffusers-set-adapters",
     "base-float8",
     "dwvs-float8",
+    "dwvs-float8-beside",
 ]
 #: (measured, reference, target) printed where both ran
-RATIOS = [("dwvs-folded", "base", 1.01), ("dwvs-float8", "base-float8", None)]
+RATIOS = [
+    ("dwvs-folded", "base", 1.01),
+    ("dwvs-float8", "base-float8", None),
+    ("dwvs-float8-beside", "base-float8", None),
+]
 
 
 def main() -> None:
@@ -160,14 +166,19 @@ def main() -> None:
             **settings,
         )
 
-    def ours(name: str, prompt: str = "a <new1> dog", cold: bool = False):
+    def ours(name: str, prompt: str = "a <new1> dog", cold: bool = False, fold: bool = True):
         pipe = pipeline(name)  # built now, not while timing
-        kwargs = {} if pipe.subject is None else {"schedule": schedule}
+        kwargs = {} if pipe.subject is None else {"schedule": schedule, "fold_lora": fold}
 
         def run():
-            if cold:
-                pipe.subject.release_folded()
-            return pipe(prompt, progress=False, **kwargs, **settings)
+            if not cold:
+                return pipe(prompt, progress=False, **kwargs, **settings)
+            warm = pipe.subject.fold_copies  # put back after: the warm way keeps its copies
+            pipe.subject.release_folded()
+            try:
+                return pipe(prompt, progress=False, **kwargs, **settings)
+            finally:
+                pipe.subject.fold_copies = warm
 
         return run
 
@@ -183,6 +194,7 @@ def main() -> None:
         "diffusers-set-adapters": lambda: theirs("diffusers-set-adapters", strength),
         "base-float8": lambda: ours("base-float8", "a dog"),
         "dwvs-float8": lambda: ours("dwvs-float8"),
+        "dwvs-float8-beside": lambda: ours("dwvs-float8", fold=False),
     }
     runs = {way: makers[way]() for way in ways}
     times = time_interleaved(runs, args.repeats, args.device)
@@ -195,10 +207,11 @@ def main() -> None:
     if any(w.startswith("dwvs-folded") for w in ways):
         module = subject()
         params = sum(p.numel() for p in module.model.unet.parameters())
-        folded = sum(w.startswith("dwvs-folded") for w in ways) * (args.repeats + 1)
+        kept = module.fold_copies
+        folds = kept.folds if kept is not None and "dwvs-folded" in ways else 0
         print(
             f"{params / 1e6:.1f} M parameters, {len(module.layers)} LoRA layers; "
-            f"{module.fold_copies.folds} folds in {folded} folded videos"
+            f"dwvs-folded: {folds} folds in {args.repeats + 1} videos"
         )
     print_ratios(times)
     for measured, reference_way, target in RATIOS:

@@ -73,10 +73,10 @@ def test_the_wan_dwvs_benchmark_runs_at_tiny_size():
     stdout = _benchmark("wan_dwvs_overhead.py", *args)
     rows = {line.split()[0] for line in stdout.splitlines() if line.strip()}
     ways = {"base", "dwvs-folded", "dwvs-folded-cold", "diffusers-base", "diffusers-set-adapters"}
-    assert ways | {"base-float8", "dwvs-float8"} <= rows
+    assert ways | {"base-float8", "dwvs-float8", "dwvs-float8-beside"} <= rows
     assert "dwvs-folded / base =" in stdout and "dwvs-float8 / base-float8 =" in stdout
-    # the warm and the timed cold video fold twice each; the timed warm one reuses the copies
-    assert "6 folds in 4 folded videos" in stdout
+    # the first video folds twice into one copy, the second once (0.4 gets its own copy)
+    assert "dwvs-folded: 3 folds in 2 videos" in stdout
 
 
 def test_the_wan_memory_benchmark_builds_the_release_shapes_and_runs_at_tiny_size():

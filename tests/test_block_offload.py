@@ -22,7 +22,7 @@ from customcrafter.training import train
 SETTINGS = dict(num_inference_steps=3, k=2, num_frames=5, height=16, width=16, fold_lora=False)
 
 
-def _video(model, subject=None):
+def _video(model, subject=None, **settings):
     pipe = CustomCrafterPipeline(model)
     if subject is not None:
         from customcrafter.subject import SpatialSubjectModule
@@ -30,7 +30,8 @@ def _video(model, subject=None):
         pipe.subject = SpatialSubjectModule.load(subject, model)
     generator = torch.Generator().manual_seed(3)
     prompt = "a sks dog" if subject is not None else "a dog"
-    return pipe(prompt, generator=generator, progress=False, **SETTINGS).videos
+    settings = {**SETTINGS, **settings}
+    return pipe(prompt, generator=generator, progress=False, **settings).videos
 
 
 def _resident_at_most_two(log) -> bool:
@@ -61,6 +62,16 @@ def test_sampling_with_offloaded_blocks_gives_the_same_video(tmp_path, two_exper
     # the first forward pass: blocks 1, 2, 3 of the first expert, each prefetching the next
     assert log[:3] == [("load", 0, 0, False), ("load", 0, 1, True), ("drop", 0, 0)]
     assert not model.block_offload._resident  # released before the VAE decodes
+
+
+def test_with_offloaded_blocks_the_lora_is_folded_as_each_layer_runs(tmp_path):
+    subject = identifier_subject(tmp_path / "s.safetensors", 0.5, build_tiny_wan(num_layers=4))
+    settings = {**SETTINGS, "fold_lora": True}
+    kept = _video(build_tiny_wan(num_layers=4), subject, **settings)  # folded copies
+    model = build_tiny_wan(num_layers=4)
+    model.offload_blocks(3, "cpu")
+    streamed = _video(model, subject, **settings)  # folded as each layer runs
+    assert torch.allclose(streamed, kept, atol=1e-5)
 
 
 def test_offloaded_weights_are_placeholders_that_take_no_memory_and_give_nan():

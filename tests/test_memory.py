@@ -50,19 +50,34 @@ def test_float8_weights_sample_close_to_bf16_and_not_equal(wan_subject):
     assert norms and all(p.dtype == torch.bfloat16 for p in norms)  # diffusers' skips
 
 
-def test_with_float8_weights_the_lora_runs_unfolded(wan_subject, monkeypatch):
+def test_with_float8_weights_the_lora_is_folded_as_each_layer_runs(wan_subject, monkeypatch):
     import customcrafter.subject.folding as folding
 
-    def no_folding(*args, **kwargs):
+    def no_kept_copies(*args, **kwargs):
         raise AssertionError("folding into float8 weights would lose the LoRA")
 
-    monkeypatch.setattr(folding, "FoldedWeights", no_folding)
+    made = []
+
+    class Recorded(folding.FoldedAsRun):
+        def __init__(self, module):
+            super().__init__(module)
+            made.append(self)
+
+    monkeypatch.setattr(folding, "FoldedWeights", no_kept_copies)
+    monkeypatch.setattr(folding, "FoldedAsRun", Recorded)
     fp8, pipe = _video(wan_subject, "float8")
+    # the cross-attention's keys and values see 16 text tokens: folded (tiny-wan's 24-wide
+    # layers fold from 8 tokens); the self-attention sees a 16x16 video's 2: beside
+    assert made[0].folds == 2 * 2 * 4 * 2  # blocks x layers x steps x guidance branches
+    beside, _ = _video(wan_subject, "float8", fold_lora=False)
+    assert _close(fp8, beside) and (fp8 - beside).abs().mean() < 1e-3
     sampler = {k: v for k, v in SETTINGS.items() if k != "k"}
     off = pipe("a sks dog", schedule=DynamicWeightSchedule.off(), progress=False, **sampler)
     assert not torch.equal(fp8, off.videos)  # the module acts, at its scheduled weights
     stored = [p for p in pipe.model.unet.parameters() if p.dtype == torch.float8_e4m3fn]
-    assert stored and all(p.dtype == torch.float8_e4m3fn for p in stored)
+    assert stored and all(p.dtype == torch.float8_e4m3fn for p in stored)  # never written
+    modules = dict(pipe.model.unet.named_modules())
+    assert all(modules[n] is layer for n, layer in pipe.subject.layers.items())  # put back
 
 
 def _trained(tmp_path, instance_dir, class_dir, name, weights_dtype, losses=None):

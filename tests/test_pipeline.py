@@ -99,10 +99,12 @@ def test_the_next_video_reuses_the_folded_copies(tiny_model):
     pipe = CustomCrafterPipeline(tiny_model, module)
     kwargs = dict(num_inference_steps=8, num_frames=2, progress=False, seed=3)
     first = pipe("a <new1> dog", **kwargs).videos
-    assert module.fold_copies.folds == 2  # 0.4, then 0.8
+    assert module.fold_copies.folds == 2  # 0.4, then 0.8, into one copy
     second = pipe("a <new1> dog", **kwargs).videos
-    assert module.fold_copies.folds == 2  # a copy for each kept on the CPU
-    assert torch.equal(first, second)
+    assert module.fold_copies.folds == 3  # 0.4 asked for again: a copy of its own
+    third = pipe("a <new1> dog", **kwargs).videos
+    assert module.fold_copies.folds == 3 and len(module.fold_copies.copies) == 2
+    assert torch.equal(first, second) and torch.equal(first, third)
 
 
 def test_changed_lora_weights_are_folded_again(tiny_model):
@@ -134,6 +136,36 @@ def test_without_room_for_two_copies_one_is_folded_per_change(tiny_model, monkey
     pipe("a <new1> dog", **kwargs)
     pipe("a <new1> dog", **kwargs)
     assert module.fold_copies.folds == 5 and len(module.fold_copies.copies) == 2
+
+
+@pytest.mark.parametrize("tokens", [3, 40])
+def test_a_layer_folded_as_it_runs_computes_the_lora_beside_it(tiny_model, tokens):
+    from customcrafter.subject.folding import _FoldAsRun
+
+    module = _trained_looking_subject(tiny_model)
+    layer = next(iter(module.layers.values()))
+    wrapper = _FoldAsRun(layer)
+    wrapper.strength = 0.6
+    module.set_scale(0.6)
+    x = torch.randn(2, tokens, layer.base_layer.in_features)
+    assert torch.allclose(wrapper(x), layer(x), atol=1e-5)
+    assert wrapper.folds == (1 if tokens >= wrapper.fold_from else 0)
+
+
+def test_folding_as_run_starts_where_it_moves_fewer_bytes():
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from customcrafter.subject.folding import _FoldAsRun
+
+    def layer(width):
+        net = torch.nn.Sequential()
+        net.add_module("to_q", torch.nn.Linear(width, width, device="meta"))
+        config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q"])
+        return inject_adapter_in_model(config, net, adapter_name=ADAPTER).to_q
+
+    # 2 in out / (in + 5 out) tokens: Wan 1.3B's 1536-wide layers, 14B's 5120
+    assert _FoldAsRun(layer(1536)).fold_from == 512
+    assert round(_FoldAsRun(layer(5120)).fold_from) == 1707
 
 
 def test_subject_weight_changes_the_video_and_off_matches_the_base(tiny_model):

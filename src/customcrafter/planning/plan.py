@@ -4,8 +4,8 @@ that fits.
 A *way* is a choice of the memory levers: the denoiser's weights in bf16 or float8
 (``--weights-dtype``), the text encoder's too (``--text-encoder-dtype``), N blocks offloaded
 (``--offload-blocks``), gradient checkpointing (training), and for generation whether the
-LoRA is folded (the default) or runs unfolded (``--unmerged``) and whether each component
-visits the GPU only while it runs (``--offload model``).
+LoRA keeps folded copies of its layers (the default) or not (``--unmerged``) and whether
+each component visits the GPU only while it runs (``--offload model``).
 
 The job runs in phases, as the code runs them. Training: ``encode`` (the clips and captions
 encoded once, the text encoder and VAE on the GPU), then ``step`` (the denoisers moved in,
@@ -75,8 +75,9 @@ class Way:
 
     @property
     def folds(self) -> bool:
-        """Whether generation folds the LoRA into a copy of its layers (the pipeline's
-        default, not with float8 weights or either offload)."""
+        """Whether generation keeps a folded copy of the LoRA's layers (the pipeline's
+        default; with float8 weights or either offload each layer is folded as it runs,
+        into a temporary the size of one layer's weight, not counted)."""
         return not (self.unmerged or self.weights_dtype or self.offload_blocks or self.cpu_offload)
 
     def flags(self, task: str) -> list[str]:
@@ -275,8 +276,8 @@ def estimate(job: Job, vram: float | None = None, counts: list[int] | None = Non
             for t in dtypes:
                 for n in counts:
                     for cpu in (False, True) if not n else (False,):
-                        # --unmerged only where the LoRA would fold: float8 weights and
-                        # either offload run it unfolded already
+                        # --unmerged only where the LoRA would keep folded copies: with
+                        # float8 weights or either offload it keeps none
                         folding = not (w or n or cpu)
                         for unmerged in (False, True) if folding else (False,):
                             way = Way(w, t, n, unmerged=unmerged, cpu_offload=cpu)

@@ -78,10 +78,11 @@ class CustomCrafterPipeline:
         ``BaseVideoModel.enable_cpu_offload``) for GPUs too small to hold the model.
         ``weights_dtype`` / ``text_encoder_dtype``: ``"float8"`` keeps the denoisers' (the
         text encoder's) weights in float8 and computes in ``dtype`` (default bfloat16),
-        cast on the CPU before they move to ``device``; the LoRA then runs unfolded.
+        cast on the CPU before they move to ``device``; the LoRA is then folded into each
+        layer's weight as it runs (``subject.folding.FoldedAsRun``).
         ``offload_blocks``: the last N blocks of each denoiser stay in CPU memory and are
-        streamed to ``device`` as they run (``BaseVideoModel.offload_blocks``); the LoRA then
-        runs unfolded.
+        streamed to ``device`` as they run (``BaseVideoModel.offload_blocks``); the LoRA is
+        then folded as each layer runs.
         """
         if offload and offload_blocks:
             raise UserError("--offload and --offload-blocks exclude each other: choose one")
@@ -151,8 +152,10 @@ class CustomCrafterPipeline:
         return self.subject.metadata.base_prompt(prompt)
 
     @contextmanager
-    def _weighting(self, fold: bool):
-        """Yields ``apply(weight)``, called before each UNet call."""
+    def _weighting(self, fold: str | None):
+        """Yields ``apply(weight)``, called before each UNet call; ``fold``: ``"kept"``
+        (folded copies of the weights), ``"as-run"`` (each layer folded as it runs) or
+        ``None`` (the LoRA beside each layer)."""
         if self.subject is None:
             if any(hasattr(m, "lora_A") for m in self.model.unet.modules()):
                 raise ValueError(
@@ -161,14 +164,31 @@ class CustomCrafterPipeline:
                     "with schedule=DynamicWeightSchedule.off()"
                 )
             yield lambda weight: None
-        elif fold:
+        elif fold == "kept":
             with self.subject.folded() as folded:
+                yield folded.set
+        elif fold == "as-run":
+            with self.subject.folded_as_run() as folded:
                 yield folded.set
         else:
             try:
                 yield self.subject.set_scale
             finally:
                 self.subject.set_scale(1.0)
+
+    def _fold(self, fold_lora: bool, cond_only: bool) -> str | None:
+        """How the LoRA runs: folded copies of the weights where the weights stay put in
+        their dtype and the weight changes twice a video; folded as each layer runs where
+        they are float8 (a fold stored in float8 would lose the LoRA), streamed in or
+        offloaded with the model, or the weight changes at every call (the module in the
+        prompt's branch only); beside each layer with ``fold_lora=False`` or with
+        sequential offload (its hooks move each layer's weight as that layer runs)."""
+        model = self.model
+        if not fold_lora or model.offload == "sequential":
+            return None
+        if model.offload or model.block_offload or cond_only or model.storage_dtype:
+            return "as-run"
+        return "kept"
 
     @torch.no_grad()
     def __call__(
@@ -193,7 +213,7 @@ class CustomCrafterPipeline:
         at each step: by default the paper's Dynamic Weighted Video Sampling (0.4, 0.8,
         k=5) when a subject module is loaded, with keyword arguments named as its settings
         (``k=2``) in place of the paper's; a ``BandSchedule`` too. ``fold_lora`` folds the
-        LoRA into the weights at each change of weight (as fast as the plain base model);
+        LoRA into the weights (as fast as the plain base model: ``_fold`` says how);
         ``False`` runs unmerged LoRA layers. ``callback(step_index, timestep, weight)`` is
         called before each UNet call.
 
@@ -218,11 +238,7 @@ class CustomCrafterPipeline:
         guidance = _Guidance(model, sampler, s, len(prompts), self._cond_only(schedule))
 
         latents = latents.to(model.device, model.dtype) * sampler.init_noise_sigma
-        # folding into float8 weights would lose the LoRA: it runs unfolded there
-        fold = fold_lora and not (
-            model.offload or model.block_offload or guidance.cond_only or model.storage_dtype
-        )
-        with self._weighting(fold) as set_weight:
+        with self._weighting(self._fold(fold_lora, guidance.cond_only)) as set_weight:
             for i, t in enumerate(
                 tqdm(sampler.timesteps, desc="sampling", disable=not progress, leave=False)
             ):

@@ -29,12 +29,15 @@ class FoldedCopies:
     How many are kept: on a GPU one (a fold there is a pass over the adapted weights at
     memory speed, milliseconds, and memory is what is scarce: the memory plan counts one
     copy). On the CPU a fold is a memory-bound pass that costs 1-2 % of a short video (Wan
-    2.1 1.3B: 0.15 s for its 180 layers on two cores), so a copy for each weight of the
-    schedule is kept when the machine has room for it (twice its size free): every video
-    after the first then folds nothing. ``folds`` counts the folds made."""
+    2.1 1.3B: 0.15 s for its 180 layers on two cores), so once a weight is asked for again
+    (the second video) it gets a copy of its own, up to one for each weight of the schedule,
+    when the machine has room for it (twice its size free): every video after the second
+    then folds nothing. A single video makes one copy, as on a GPU: new memory costs more
+    than a fold on the CPU (first touches of its pages). ``folds`` counts the folds made."""
 
     def __init__(self):
         self.copies: dict[float, tuple[tuple, list[nn.Parameter]]] = {}  # last used last
+        self.seen: set[float] = set()  # the weights folded before
         self.folds = 0
 
     def get(self, weight: float, layers: list[nn.Module], originals: list[torch.Tensor]):
@@ -47,19 +50,20 @@ class FoldedCopies:
         if kept is not None and _fits(kept[1], originals):
             buffers = kept[1]  # stale: folded again in place
         else:
-            buffers = self._buffers(originals)
+            buffers = self._buffers(originals, again=weight in self.seen)
         _fold(weight, layers, originals, buffers)
         self.folds += 1
+        self.seen.add(weight)
         self.copies[weight] = (stamp, buffers)
         return buffers
 
-    def _buffers(self, originals: list[torch.Tensor]) -> list[nn.Parameter]:
-        """Room for one more copy: a new one while the machine has room, else the least
-        recently used one's."""
+    def _buffers(self, originals: list[torch.Tensor], again: bool) -> list[nn.Parameter]:
+        """Room for one more copy: a new one for a weight asked for ``again`` while the
+        machine has room, else the least recently used one's."""
         for weight, (_, buffers) in list(self.copies.items()):
             if not _fits(buffers, originals):
                 del self.copies[weight]  # the model changed: of no use
-        if self.copies and len(self.copies) >= _capacity(originals):
+        if self.copies and (not again or len(self.copies) >= _capacity(originals)):
             oldest = next(iter(self.copies))
             return self.copies.pop(oldest)[1]
         return [nn.Parameter(torch.empty_like(w), requires_grad=False) for w in originals]
@@ -153,3 +157,76 @@ class FoldedWeights:
         for holder, attr, layer in self.slots:
             setattr(holder, attr, layer)
         self.weight = 0.0
+
+
+class FoldedAsRun:
+    """The LoRA folded into each adapted layer's weight as the layer runs, where the weight
+    cannot take a kept folded copy: float8 weights (a fold stored in float8 would lose the
+    LoRA), blocks streamed in from host memory, model offload.
+
+    Each adapted layer runs through :class:`_FoldAsRun`: a call computes with ``W + w *
+    scaling * B A``, made from the weight as it is there (cast up to the input's dtype: the
+    float8 weight is never written), when that moves fewer bytes than running the LoRA
+    beside the layer (many tokens: a video's self-attention at the release's sizes), and
+    runs the LoRA beside it (peft's unmerged layer) otherwise (few tokens)."""
+
+    def __init__(self, module: SpatialSubjectModule):
+        self.module = module
+        self.slots = []
+        for name, layer in module.layers.items():
+            root, relative = owner(module.model, name)
+            parent, _, attr = relative.rpartition(".")
+            self.slots.append((root.get_submodule(parent), attr, _FoldAsRun(layer)))
+        for holder, attr, wrapper in self.slots:
+            setattr(holder, attr, wrapper)
+        self.weight = None
+        self.set(0.0)
+
+    @property
+    def folds(self) -> int:
+        """Calls that ran folded (the rest ran the LoRA beside the layer)."""
+        return sum(wrapper.folds for _, _, wrapper in self.slots)
+
+    def set(self, weight: float) -> None:
+        if weight == self.weight:
+            return
+        self.module.set_scale(weight)
+        for _, _, wrapper in self.slots:
+            wrapper.strength = weight
+        self.weight = weight
+
+    def restore(self) -> None:
+        for holder, attr, wrapper in self.slots:
+            setattr(holder, attr, wrapper.layer)
+        self.module.set_scale(1.0)
+
+
+class _FoldAsRun(nn.Module):
+    """One adapted layer (peft's LoRA Linear), folded per call where that is cheaper.
+
+    Bytes a call moves beyond the base layer's: folding reads and writes the weight once
+    (``2 in out``); the LoRA beside it reads the input and writes, scales and adds an output
+    (``n (in + 5 out)`` for ``n`` tokens). So it folds from ``n >= 2 in out / (in + 5 out)``
+    tokens: 512 for Wan 1.3B's 1536-wide layers, 1707 for 14B's 5120."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        base = layer.base_layer
+        self.scaling = layer.lora_alpha[ADAPTER] / layer.r[ADAPTER]
+        inputs, outputs = base.in_features, base.out_features
+        self.fold_from = 2 * inputs * outputs / (inputs + 5 * outputs)
+        self.strength = 0.0
+        self.folds = 0
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        tokens = x.numel() // x.shape[-1]
+        if self.strength == 0.0 or tokens < self.fold_from:
+            return self.layer(x, *args, **kwargs)
+        self.folds += 1
+        base = self.layer.base_layer
+        a = self.layer.lora_A[ADAPTER].weight.to(x.dtype)
+        b = self.layer.lora_B[ADAPTER].weight.to(x.dtype)
+        weight = torch.addmm(base.weight.to(x.dtype), b, a, alpha=self.strength * self.scaling)
+        bias = None if base.bias is None else base.bias.to(x.dtype)
+        return nn.functional.linear(x, weight, bias)

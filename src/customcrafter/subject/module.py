@@ -207,10 +207,21 @@ class SpatialSubjectModule:
         for layer in self.layers.values():
             layer.set_scale(ADAPTER, weight)
 
+    @contextmanager
+    def folded_as_run(self):
+        """Sample with the LoRA folded into each layer's weight as it runs (float8 or
+        offloaded weights: see :class:`~.folding.FoldedAsRun`); yields it (``set(w)``)."""
+        from .folding import FoldedAsRun
+
+        folded = FoldedAsRun(self)
+        try:
+            yield folded
+        finally:
+            folded.restore()
+
     def release_folded(self) -> None:
         """Drop the folded copies kept for the next video; their memory goes back."""
-        if self.fold_copies is not None:
-            self.fold_copies.copies.clear()
+        self.fold_copies = None
 
     @contextmanager
     def folded(self):
