@@ -18,7 +18,7 @@ from customcrafter.models.wan import build_tiny_wan
 from customcrafter.sampling import CustomCrafterPipeline
 from customcrafter.training import train
 
-#: the LoRA unfolded in both: with offloaded blocks it runs so
+#: the LoRA beside each layer in both (``--unmerged``): the same computation either way
 SETTINGS = dict(num_inference_steps=3, k=2, num_frames=5, height=16, width=16, fold_lora=False)
 
 

@@ -178,15 +178,15 @@ class CustomCrafterPipeline:
 
     def _fold(self, fold_lora: bool, cond_only: bool) -> str | None:
         """How the LoRA runs: folded copies of the weights where the weights stay put in
-        their dtype and the weight changes twice a video; folded as each layer runs where
-        they are float8 (a fold stored in float8 would lose the LoRA), streamed in or
-        offloaded with the model, or the weight changes at every call (the module in the
-        prompt's branch only); beside each layer with ``fold_lora=False`` or with
-        sequential offload (its hooks move each layer's weight as that layer runs)."""
+        their dtype; folded as each layer runs where they are float8 (a fold stored in
+        float8 would lose the LoRA), streamed in or offloaded with the model; beside each
+        layer with ``fold_lora=False``, with sequential offload (its hooks move each
+        layer's weight as that layer runs) and with the module in the prompt's branch only
+        (its weight changes at every call: the probes' setting, kept as it was)."""
         model = self.model
-        if not fold_lora or model.offload == "sequential":
+        if not fold_lora or model.offload == "sequential" or cond_only:
             return None
-        if model.offload or model.block_offload or cond_only or model.storage_dtype:
+        if model.offload or model.block_offload or model.storage_dtype:
             return "as-run"
         return "kept"
 
