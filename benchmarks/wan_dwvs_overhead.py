@@ -96,27 +96,24 @@ def main() -> None:
     schedule = DynamicWeightSchedule(LAMBDA_S, LAMBDA_L, K)
     tmp = Path(tempfile.mkdtemp())
 
-    def build(float8: bool = False):
-        model = build_tiny_wan(
+    def wan():
+        return build_tiny_wan(
             num_layers=args.layers,
             num_attention_heads=args.heads,
             attention_head_dim=args.head_dim,
             ffn_dim=args.ffn,
             rope_max_seq_len=1024,  # Wan's own; the tiny default covers only tiny videos
         )
+
+    def build(float8: bool = False):
+        model = wan()
         if float8:  # cast where it is, then moved: as --weights-dtype float8 does
             model.store("float8", None, torch.bfloat16)
         return model.to(args.device)
 
     @functools.cache
     def subject(float8: bool = False) -> SpatialSubjectModule:
-        model = build_tiny_wan(
-            num_layers=args.layers,
-            num_attention_heads=args.heads,
-            attention_head_dim=args.head_dim,
-            ffn_dim=args.ffn,
-            rope_max_seq_len=1024,
-        )
+        model = wan()
         module = SpatialSubjectModule.create(model, {"<new1>": "dog"})
         draw = torch.Generator().manual_seed(1)  # the same LoRA for float32 and float8
         with torch.no_grad():

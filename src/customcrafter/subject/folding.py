@@ -126,16 +126,11 @@ class FoldedWeights:
         if module.fold_copies is None:
             module.fold_copies = FoldedCopies()
         self.copies = module.fold_copies
+        for layer in self.layers:
+            layer.enable_adapters(False)
         # while folded, each plain Linear stands in its LoRA wrapper's place: no wrapper
         # code runs per call, so sampling costs what the base model's does
-        self.slots = []
-        for name, layer in module.layers.items():
-            root, relative = owner(module.model, name)
-            parent, _, attr = relative.rpartition(".")
-            self.slots.append((root.get_submodule(parent), attr, layer))
-        for holder, attr, layer in self.slots:
-            layer.enable_adapters(False)
-            setattr(holder, attr, layer.base_layer)
+        self.slots = _stand_in(module, lambda layer: layer.base_layer)
         self.weight = 0.0
 
     def set(self, weight: float) -> None:
@@ -154,8 +149,7 @@ class FoldedWeights:
         for layer, w0 in zip(self.layers, self.originals, strict=True):
             layer.base_layer.weight = w0
             layer.enable_adapters(True)
-        for holder, attr, layer in self.slots:
-            setattr(holder, attr, layer)
+        _put_back(self.slots)
         self.weight = 0.0
 
 
@@ -172,33 +166,48 @@ class FoldedAsRun:
 
     def __init__(self, module: SpatialSubjectModule):
         self.module = module
-        self.slots = []
-        for name, layer in module.layers.items():
-            root, relative = owner(module.model, name)
-            parent, _, attr = relative.rpartition(".")
-            self.slots.append((root.get_submodule(parent), attr, _FoldAsRun(layer)))
-        for holder, attr, wrapper in self.slots:
-            setattr(holder, attr, wrapper)
+        self.slots = _stand_in(module, _FoldAsRun)
+        self.wrappers = [wrapper for *_, wrapper in self.slots]
         self.weight = None
         self.set(0.0)
 
     @property
     def folds(self) -> int:
         """Calls that ran folded (the rest ran the LoRA beside the layer)."""
-        return sum(wrapper.folds for _, _, wrapper in self.slots)
+        return sum(wrapper.folds for wrapper in self.wrappers)
 
     def set(self, weight: float) -> None:
         if weight == self.weight:
             return
         self.module.set_scale(weight)
-        for _, _, wrapper in self.slots:
+        for wrapper in self.wrappers:
             wrapper.strength = weight
         self.weight = weight
 
     def restore(self) -> None:
-        for holder, attr, wrapper in self.slots:
-            setattr(holder, attr, wrapper.layer)
+        _put_back(self.slots)
         self.module.set_scale(1.0)
+
+
+def _stand_in(
+    module: SpatialSubjectModule, make
+) -> list[tuple[nn.Module, str, nn.Module, nn.Module]]:
+    """Put ``make(layer)`` in each adapted layer's place in the model; ``(holder, name,
+    layer, stand-in)`` for each, for ``_put_back``."""
+    slots = []
+    for target, layer in module.layers.items():
+        root, relative = owner(module.model, target)
+        parent, _, attr = relative.rpartition(".")
+        holder = root.get_submodule(parent)
+        slots.append((holder, attr, layer, make(layer)))
+        setattr(holder, attr, slots[-1][3])
+    return slots
+
+
+def _put_back(slots) -> None:
+    """Each adapted layer back in its place."""
+    for holder, attr, layer, _ in slots:
+        setattr(holder, attr, layer)
 
 
 class _FoldAsRun(nn.Module):
